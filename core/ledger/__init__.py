@@ -1,0 +1,1 @@
+"""The tamper-evident ledger: hash-chained, signed, durable, verifiable offline."""
