@@ -83,6 +83,22 @@ class RequestError(NBGuardError):
     default_user_message = "The request was malformed."
 
 
+class AccessDenied(NBGuardError):
+    """A policy decision denied the request.
+
+    ``details`` is the decision in its JSON form (deciding policies, correlation
+    id, and what would allow the request); ``user_message`` says it in words.
+    """
+
+    default_user_message = "Access denied."
+
+    def __init__(
+        self, message: str, *, user_message: str | None = None, details: dict[str, object]
+    ) -> None:
+        super().__init__(message, user_message=user_message)
+        self.details = details
+
+
 class LedgerError(NBGuardError):
     """Root of ledger problems (storage, schemas, integrity)."""
 
