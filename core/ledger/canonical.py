@@ -1,0 +1,109 @@
+"""Canonical JSON: the exact bytes that ledger hashes and signatures are computed over.
+
+The form is RFC 8785 (JCS) restricted so that Python's C JSON encoder produces it
+byte for byte: object keys sorted, no insignificant whitespace, UTF-8, strings
+escaped as ECMAScript's ``JSON.stringify`` does. Three restrictions make that hold,
+and values that break them are refused rather than silently re-encoded:
+
+* no floats (JCS number formatting is subtle and lossy; records use integers,
+  strings such as ``"0.25"``, or integer units such as milliseconds);
+* integers within +/-(2**53 - 1), the range every JSON implementation keeps exact;
+* object keys inside the Basic Multilingual Plane, where code-point order (what
+  Python sorts by) equals the UTF-16 order RFC 8785 prescribes; and no lone
+  surrogates anywhere, since they have no UTF-8 encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from nbguard.errors import RecordValidationError
+
+#: Largest integer magnitude allowed in a record (IEEE-754 double's exact range).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+
+
+def check_canonical(value: Any, field: str = "") -> None:
+    """Raise :class:`RecordValidationError` naming the field if ``value`` has no canonical form.
+
+    ``field`` is the dotted path of ``value`` inside the record, used in the error.
+    """
+    if value is None or value is True or value is False:
+        return
+    kind = type(value)
+    if kind is str:
+        _check_text(value, field)
+    elif kind is int:
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise RecordValidationError(
+                f"{field or 'record'}: integer {value} is outside +/-(2**53 - 1)", field=field
+            )
+    elif kind is dict:
+        for key, item in value.items():
+            path = f"{field}.{key}" if field else str(key)
+            if type(key) is not str:
+                raise RecordValidationError(f"{path}: object keys must be strings", field=path)
+            _check_text(key, path)
+            if key and max(key) > "\uffff":
+                raise RecordValidationError(
+                    f"{path}: object keys must not contain characters beyond U+FFFF",
+                    field=path,
+                )
+            check_canonical(item, path)
+    elif kind is list:
+        for index, item in enumerate(value):
+            check_canonical(item, f"{field}.{index}" if field else str(index))
+    elif kind is float:
+        raise RecordValidationError(
+            f"{field or 'record'}: floats are not allowed in ledger records "
+            "(use an integer unit or a string)",
+            field=field,
+        )
+    else:
+        raise RecordValidationError(
+            f"{field or 'record'}: {kind.__name__} is not a JSON value", field=field
+        )
+
+
+def _check_text(text: str, field: str) -> None:
+    # Surrogate code points (U+D800..U+DFFF) cannot be encoded as UTF-8.
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RecordValidationError(
+                f"{field or 'record'}: string contains a lone surrogate", field=field
+            ) from None
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Return the canonical UTF-8 JSON bytes of a value that passed :func:`check_canonical`."""
+    return _encoder.encode(value).encode("utf-8")
+
+
+def canonical_text(value: Any) -> str:
+    """Return the canonical JSON of a checked value as text (what the database stores)."""
+    return _encoder.encode(value)
+
+
+def format_time(moment: datetime | float | None = None) -> str:
+    """Return ``moment`` (default: now) as RFC 3339 UTC with microseconds, ending in ``Z``.
+
+    ``moment`` is an aware datetime or a POSIX timestamp.
+    """
+    if moment is None:
+        moment = time.time()
+    elif isinstance(moment, datetime):
+        moment = moment.timestamp()
+    seconds = int(moment // 1)
+    micros = round((moment - seconds) * 1_000_000)
+    if micros == 1_000_000:
+        seconds, micros = seconds + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"

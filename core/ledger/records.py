@@ -1,0 +1,217 @@
+"""Building, sealing and (de)serialising ledger records.
+
+A record has three representations, all defined in ``docs/ledger-format.md``:
+
+* the *core*: canonical JSON of the record with every personal field removed
+  (``{"body": ..., "kind": ..., "session": ..., "time": ..., "v": ...}``);
+* the *personal part*: ``{path: {"salt": ..., "value": ...}}`` for each personal
+  field present (``"actor"`` and each ``"body.<name>"`` the schema marks);
+* the *commitments*: ``{path: SHA-256(canonical {"path", "salt", "value"})}``.
+
+The record hash is SHA-256 over the canonical JSON of
+``{"personal": commitments, "prev": previous hash, "record": core, "seq": seq}``,
+so it commits to each personal value without containing it: an export may replace
+a value (and its salt) by its commitment and still verify. The random per-field
+salt stops anyone holding a redacted export from guessing low-entropy values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from nbguard.errors import LedgerIntegrityError, RecordValidationError
+from nbguard.ledger.canonical import canonical_bytes, canonical_text, check_canonical, format_time
+from nbguard.ledger.schemas import SchemaRegistry
+
+#: The ``prev`` of the first record.
+GENESIS_HASH = "0" * 64
+#: The personal envelope field; body fields are ``"body.<name>"``.
+ACTOR = "actor"
+_SALT_BYTES = 16
+_MAX_ID_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRecord:
+    """A validated record waiting for its sequence number."""
+
+    kind: str
+    time: str
+    core: str
+    personal: str | None
+    commitments: bytes
+
+
+class ChainEntry(NamedTuple):
+    """What verification needs of one record; ``prev`` is None when the source has none."""
+
+    seq: int
+    prev: str | None
+    core: bytes
+    commitments: bytes
+    hash: str
+
+
+def prepare_record(
+    schemas: SchemaRegistry,
+    kind: str,
+    body: Any,
+    *,
+    actor: str,
+    session: str | None,
+    time: str | None = None,
+) -> PreparedRecord:
+    """Validate a record against its kind's newest schema and split out its personal fields.
+
+    Raises :class:`RecordValidationError` naming the offending field; nothing is
+    kept on failure.
+    """
+    schema = schemas.current(kind)
+    if not isinstance(body, dict):
+        raise RecordValidationError(f"{kind} record: body must be an object", field="body")
+    _check_id(actor, "actor", optional=False)
+    _check_id(session, "session", optional=True)
+    check_canonical(body, "body")
+    schema.validate(body)
+    public = {name: value for name, value in body.items() if name not in schema.personal}
+    values: dict[str, Any] = {ACTOR: actor}
+    for name in schema.personal:
+        if name in body:
+            values[f"body.{name}"] = body[name]
+    salts = os.urandom(_SALT_BYTES * len(values)).hex()
+    personal = {}
+    commitments = {}
+    step = 2 * _SALT_BYTES
+    for index, (path, value) in enumerate(values.items()):
+        salt = salts[index * step : (index + 1) * step]
+        personal[path] = {"salt": salt, "value": value}
+        commitments[path] = commitment(path, salt, value)
+    moment = time or format_time()
+    core = {"body": public, "kind": kind, "session": session, "time": moment, "v": schema.version}
+    return PreparedRecord(
+        kind=kind,
+        time=moment,
+        core=canonical_text(core),
+        personal=canonical_text(personal),
+        commitments=canonical_bytes(commitments),
+    )
+
+
+def _check_id(value: Any, field: str, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID_LENGTH:
+        raise RecordValidationError(
+            f"{field} must be a non-empty string of at most {_MAX_ID_LENGTH} characters",
+            field=field,
+        )
+    check_canonical(value, field)
+
+
+def commitment(path: str, salt: str, value: Any) -> str:
+    """Return the hex SHA-256 commitment to one personal field's value."""
+    return hashlib.sha256(canonical_bytes({"path": path, "salt": salt, "value": value})).hexdigest()
+
+
+def commitments_of(personal: str | None) -> bytes:
+    """Recompute the canonical commitments map from a stored personal part."""
+    if not personal:
+        return b"{}"
+    entries = json.loads(personal)
+    return canonical_bytes(
+        {path: commitment(path, entry["salt"], entry["value"]) for path, entry in entries.items()}
+    )
+
+
+def seal(seq: int, prev: str, core: bytes, commitments: bytes) -> str:
+    """Return the hex record hash of record ``seq`` chained after ``prev``."""
+    digest = hashlib.sha256(b'{"personal":')
+    digest.update(commitments)
+    digest.update(b',"prev":"' + prev.encode("ascii") + b'","record":')
+    digest.update(core)
+    digest.update(b',"seq":%d}' % seq)
+    return digest.hexdigest()
+
+
+def export_line(
+    seq: int, prev: str, record_hash: str, core: str, personal: str | None, *, redact: bool
+) -> dict[str, Any]:
+    """Return the JSON object of one exported record, with personal fields in place or redacted.
+
+    In a full export each personal value sits where it belongs and its salt is under
+    ``salts``; in a redacted one the value is gone and ``redacted`` holds its commitment.
+    """
+    record = json.loads(core)
+    line: dict[str, Any] = {"type": "record", "seq": seq, "prev": prev, "hash": record_hash}
+    entries = json.loads(personal) if personal else {}
+    if redact:
+        line["redacted"] = {
+            path: commitment(path, entry["salt"], entry["value"]) for path, entry in entries.items()
+        }
+    else:
+        for path, entry in entries.items():
+            _put(record, path, entry["value"])
+        line["salts"] = {path: entry["salt"] for path, entry in entries.items()}
+    line["record"] = record
+    return line
+
+
+def sealed_parts(line: dict[str, Any], schemas: SchemaRegistry) -> tuple[bytes, bytes]:
+    """Return ``(core, commitments)`` bytes of an exported record line, to :func:`seal` it.
+
+    Raises :class:`LedgerIntegrityError` if the line is malformed or names personal
+    fields its schema does not have.
+    """
+    seq = line.get("seq")
+    try:
+        record = dict(line["record"])
+        record["body"] = dict(record["body"])
+        schema = schemas.get(record["kind"], record["v"])
+        salts = line.get("salts", {})
+        redacted = line.get("redacted", {})
+        paths = [ACTOR, *(f"body.{name}" for name in sorted(schema.personal))]
+        unknown = (set(salts) | set(redacted)) - set(paths)
+        if unknown:
+            raise LedgerIntegrityError(
+                f"record {seq}: {', '.join(sorted(unknown))} is not a personal field of "
+                f"{schema.schema_id}",
+                seq=seq,
+            )
+        commitments = {}
+        for path in paths:
+            if _has(record, path):
+                commitments[path] = commitment(path, salts[path], _pop(record, path))
+            elif path in redacted:
+                commitments[path] = redacted[path]
+    except (KeyError, TypeError, AttributeError, RecordValidationError) as error:
+        raise LedgerIntegrityError(
+            f"record {seq}: malformed record line ({error})", seq=seq
+        ) from None
+    return canonical_bytes(record), canonical_bytes(commitments)
+
+
+def _split(path: str) -> tuple[str, str | None]:
+    head, _, name = path.partition(".")
+    return head, name or None
+
+
+def _has(record: dict[str, Any], path: str) -> bool:
+    head, name = _split(path)
+    return head in record if name is None else name in record[head]
+
+
+def _pop(record: dict[str, Any], path: str) -> Any:
+    head, name = _split(path)
+    return record.pop(head) if name is None else record[head].pop(name)
+
+
+def _put(record: dict[str, Any], path: str, value: Any) -> None:
+    head, name = _split(path)
+    if name is None:
+        record[head] = value
+    else:
+        record[head][name] = value

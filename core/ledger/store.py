@@ -1,0 +1,304 @@
+"""Ledger storage through SQLAlchemy: SQLite (WAL) embedded, PostgreSQL in production.
+
+Three tables: the records, the checkpoints, and a one-row *head* holding the last
+sequence number and hash. Every write transaction first locks the head row
+(``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so any
+number of writer processes on one database append in one total order with no
+forks. Verification never trusts the head row; it only speeds up appends.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from nbguard.errors import ConfigError, LedgerError
+from nbguard.ledger.checkpoints import Checkpoint
+from nbguard.ledger.records import GENESIS_HASH, PreparedRecord, seal
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+metadata = MetaData()
+# SQLite makes only an INTEGER PRIMARY KEY the (fast) rowid.
+_SEQ = BigInteger().with_variant(Integer, "sqlite")
+
+records_table = Table(
+    "nbguard_ledger_records",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=False),
+    Column("core", Text, nullable=False),
+    Column("personal", Text, nullable=True),
+    Column("hash", String(64), nullable=False),
+)
+checkpoints_table = Table(
+    "nbguard_ledger_checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=False, index=True),
+    Column("head", String(64), nullable=False),
+    Column("time", String(40), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", Text, nullable=False),
+)
+head_table = Table(
+    "nbguard_ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("ledger_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("checkpoint_seq", BigInteger, nullable=False),
+    Column("checkpoint_at", Float, nullable=False),
+)
+
+#: ``(seq, head, last checkpoint seq, its time.time(), force) -> checkpoint or None``;
+#: called with the head locked, so the checkpoint it returns covers exactly ``head``.
+Checkpointer = Callable[[int, str, int, float, bool], "Checkpoint | None"]
+
+# Any constant: serialises table creation between processes (pg_advisory_xact_lock).
+_SCHEMA_LOCK = 0x6E626775617264
+
+
+def normalise_url(url: str) -> str:
+    """Return the SQLAlchemy URL to use: plain ``postgresql://`` means psycopg 3.
+
+    Raises ConfigError for an unparsable URL or an in-memory SQLite database
+    (which would vanish with the process, taking the audit trail with it).
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise ConfigError(f"not a database URL: {url!r} ({error})") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError("the ledger needs an SQLite file, not an in-memory database")
+    return parsed.render_as_string(hide_password=False)
+
+
+class LedgerStore:
+    """The ledger's tables in one database. Thread-safe; one per process is enough."""
+
+    def __init__(self, url: str, *, synchronous: str = "full") -> None:
+        self.url = normalise_url(url)
+        self.synchronous = synchronous
+        self.engine = self._create_engine()
+        self.dialect = self.engine.dialect.name
+        try:
+            self.ledger_id = self._ensure_schema()
+        except SQLAlchemyError as error:
+            self.engine.dispose()
+            raise LedgerError(f"cannot open ledger database: {error}") from error
+
+    def _create_engine(self) -> Engine:
+        engine = create_engine(self.url)
+        if engine.dialect.name != "sqlite":
+            return engine
+        level = {"full": "FULL", "normal": "NORMAL"}[self.synchronous]
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's begin event below issue BEGIN, not the driver.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={level}")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Connection) -> None:
+            # IMMEDIATE takes the write lock up front, so two writers never both
+            # read the same head and then collide.
+            write = connection.get_execution_options().get("nbguard_write", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            connection = connection.execution_options(nbguard_write=True)
+            with connection.begin():
+                if self.dialect == "postgresql" and self.synchronous == "normal":
+                    connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                yield connection
+
+    def _ensure_schema(self) -> str:
+        with self._write() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+            metadata.create_all(connection, checkfirst=True)
+            ledger_id = connection.execute(
+                select(head_table.c.ledger_id).where(head_table.c.id == 1)
+            ).scalar_one_or_none()
+            if ledger_id is None:
+                ledger_id = uuid.uuid4().hex
+                connection.execute(
+                    insert(head_table).values(
+                        id=1,
+                        ledger_id=ledger_id,
+                        seq=0,
+                        hash=GENESIS_HASH,
+                        checkpoint_seq=0,
+                        checkpoint_at=time.time(),
+                    )
+                )
+            return str(ledger_id)
+
+    def append(
+        self, prepared: Sequence[PreparedRecord], checkpointer: Checkpointer | None = None
+    ) -> tuple[list[tuple[int, str]], Checkpoint | None]:
+        """Append records in one transaction; return their ``(seq, hash)`` and any checkpoint.
+
+        Returns only after the commit, i.e. once the records are durable under
+        the store's ``synchronous`` setting. Raises LedgerError if the database fails.
+        """
+        try:
+            with self._write() as connection:
+                seq, prev, cp_seq, cp_at = self._lock_head(connection)
+                rows: list[dict[str, Any]] = []
+                results: list[tuple[int, str]] = []
+                for record in prepared:
+                    seq += 1
+                    prev = seal(seq, prev, record.core.encode("utf-8"), record.commitments)
+                    rows.append(
+                        {"seq": seq, "core": record.core, "personal": record.personal, "hash": prev}
+                    )
+                    results.append((seq, prev))
+                if rows:
+                    connection.execute(insert(records_table), rows)
+                checkpoint = self._checkpoint(
+                    connection, seq, prev, cp_seq, cp_at, checkpointer, force=False
+                )
+                connection.execute(
+                    update(head_table).where(head_table.c.id == 1).values(seq=seq, hash=prev)
+                )
+        except SQLAlchemyError as error:
+            raise LedgerError(f"ledger write failed: {error}") from error
+        return results, checkpoint
+
+    def checkpoint(self, checkpointer: Checkpointer, *, force: bool) -> Checkpoint | None:
+        """Sign the current head if ``checkpointer`` finds it due (or ``force``) and unsigned."""
+        try:
+            with self._write() as connection:
+                seq, prev, cp_seq, cp_at = self._lock_head(connection)
+                return self._checkpoint(connection, seq, prev, cp_seq, cp_at, checkpointer, force)
+        except SQLAlchemyError as error:
+            raise LedgerError(f"ledger checkpoint failed: {error}") from error
+
+    @staticmethod
+    def _lock_head(connection: Connection) -> tuple[int, str, int, float]:
+        row = connection.execute(
+            select(
+                head_table.c.seq,
+                head_table.c.hash,
+                head_table.c.checkpoint_seq,
+                head_table.c.checkpoint_at,
+            )
+            .where(head_table.c.id == 1)
+            .with_for_update()
+        ).one()
+        return int(row.seq), str(row.hash), int(row.checkpoint_seq), float(row.checkpoint_at)
+
+    @staticmethod
+    def _checkpoint(
+        connection: Connection,
+        seq: int,
+        head: str,
+        cp_seq: int,
+        cp_at: float,
+        checkpointer: Checkpointer | None,
+        force: bool,
+    ) -> Checkpoint | None:
+        if checkpointer is None or seq <= cp_seq:
+            return None
+        checkpoint = checkpointer(seq, head, cp_seq, cp_at, force)
+        if checkpoint is None:
+            return None
+        connection.execute(
+            insert(checkpoints_table).values(
+                seq=checkpoint.seq,
+                head=checkpoint.head,
+                time=checkpoint.time,
+                key_id=checkpoint.key_id,
+                signature=checkpoint.signature,
+            )
+        )
+        connection.execute(
+            update(head_table)
+            .where(head_table.c.id == 1)
+            .values(checkpoint_seq=seq, checkpoint_at=time.time())
+        )
+        return checkpoint
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """Yield a consistent read-only view of the ledger (one database snapshot)."""
+        with self.engine.connect() as connection:
+            if self.dialect == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                yield Snapshot(connection)
+
+    def close(self) -> None:
+        """Release every database connection."""
+        self.engine.dispose()
+
+
+class Snapshot:
+    """What one read transaction sees: records, checkpoints and the ledger id."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @property
+    def ledger_id(self) -> str:
+        """The random id the ledger got when it was created (part of every checkpoint)."""
+        return str(self._connection.execute(select(head_table.c.ledger_id)).scalar_one())
+
+    def last_seq(self) -> int:
+        """The highest stored sequence number (0 when empty), read from the records."""
+        return int(self._connection.execute(select(func.max(records_table.c.seq))).scalar() or 0)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every stored checkpoint, in sequence order."""
+        columns = checkpoints_table.c
+        result = self._connection.execute(
+            select(
+                columns.seq, columns.head, columns.time, columns.key_id, columns.signature
+            ).order_by(columns.seq, columns.id)
+        )
+        ledger = self.ledger_id
+        return [Checkpoint(ledger, int(r[0]), r[1], r[2], r[3], r[4]) for r in result]
+
+    def rows(self, batch: int = 10_000) -> Iterator[tuple[int, str, str | None, str]]:
+        """Stream ``(seq, core, personal, hash)`` for every record in sequence order."""
+        columns = records_table.c
+        result = self._connection.execution_options(yield_per=batch).execute(
+            select(columns.seq, columns.core, columns.personal, columns.hash).order_by(columns.seq)
+        )
+        for partition in result.tuples().partitions():
+            yield from partition
