@@ -55,10 +55,7 @@ def analyse_context(sources: Iterable[PolicySource], settings: Mapping[str, int]
     for source in sources:
         for condition in source.est.get("conditions", []):
             walker.visit(condition.get("body"))
-    if walker.whole_context:
-        opaque = set(_CONTEXT_FIELDS)
-    else:
-        opaque = walker.opaque
+    opaque = set(_CONTEXT_FIELDS) if walker.whole_context else walker.opaque
     exact = tuple(
         name
         for name in _CONTEXT_FIELDS
@@ -82,7 +79,9 @@ def lint(sources: Iterable[PolicySource]) -> list[LintFinding]:
             LintFinding("error", "no permit policies are loaded: every request will be denied")
         )
     for source in permits:
-        scopes = (source.est.get(part, {}).get("op") for part in ("principal", "action", "resource"))
+        scopes = (
+            source.est.get(part, {}).get("op") for part in ("principal", "action", "resource")
+        )
         if all(op == "All" for op in scopes) and not source.est.get("conditions"):
             findings.append(
                 LintFinding(

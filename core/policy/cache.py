@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Hashable
+from contextlib import suppress
 from operator import attrgetter
 from typing import Any
 
@@ -23,13 +24,12 @@ ContextKey = Callable[[RequestContext], Hashable]
 
 def context_key_function(usage: ContextUsage) -> ContextKey:
     """Build the function that reduces a context to its cache-key part."""
-    exact: Callable[[RequestContext], Any] = (
-        attrgetter(*usage.exact) if usage.exact else (lambda _ctx: ())
+    # attrgetter of two or more names returns a tuple in one C call; of one name, the value.
+    names = usage.exact * 2 if len(usage.exact) == 1 else usage.exact
+    exact: Callable[[RequestContext], tuple[Any, ...]] = (
+        attrgetter(*names) if names else (lambda _ctx: ())
     )
     buckets = tuple((attrgetter(name), limits) for name, limits in usage.thresholds.items())
-    if len(usage.exact) == 1:
-        single = exact
-        exact = lambda ctx: (single(ctx),)  # noqa: E731 - attrgetter of one name is not a tuple
 
     def key(ctx: RequestContext) -> Hashable:
         parts = exact(ctx)
@@ -69,9 +69,7 @@ class DecisionCache:
             return
         entries = self._entries
         if len(entries) >= self.max_size:
-            try:
+            # Another thread may empty or resize it meanwhile: then nothing to evict.
+            with suppress(StopIteration, KeyError, RuntimeError):
                 del entries[next(iter(entries))]
-            except (StopIteration, KeyError, RuntimeError):
-                # Another thread emptied or resized it meanwhile: nothing to evict.
-                pass
         entries[key] = verdict

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from nbguard.errors import RequestError
@@ -53,7 +53,7 @@ class RequestContext:
 
     def __post_init__(self) -> None:
         if self.hour == -1 or self.weekday == -1:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             if self.hour == -1:
                 object.__setattr__(self, "hour", now.hour)
             if self.weekday == -1:

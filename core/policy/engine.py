@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
-from traitlets import Bool, Dict, Int, List, Unicode, default, validate
-from traitlets.config import LoggingConfigurable
-
 from nbguard.errors import ConfigError, PolicyLoadError, RequestError, SourceProblem
 from nbguard.policy import entities as build
 from nbguard.policy.analysis import ContextUsage, analyse_context, lint
@@ -38,6 +35,8 @@ from nbguard.policy.entity_files import load_entity_file
 from nbguard.policy.refs import EntityRef, action_uid, parse_action
 from nbguard.policy.remedies import find_remedies
 from nbguard.policy.sources import PolicySource, build_policy_set, load_policy_files
+from traitlets import Bool, Dict, Int, List, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
 
 #: The schema shipped with nbguard.
 SCHEMA_PATH = Path(__file__).with_name("nbguard.cedarschema")
@@ -333,12 +332,15 @@ class PolicyEngine(LoggingConfigurable):
         result = cedarpy.is_authorized(request, snapshot.policies, self._store.handle, self._schema)
         errors = tuple(result.diagnostics.errors)
         # Fail closed: an error in any policy (a forbid among them) denies.
-        return Verdict(result.allowed and not errors, tuple(result.diagnostics.reasons), errors)
+        policy_ids = tuple(sorted(result.diagnostics.reasons))  # cedarpy order varies
+        return Verdict(result.allowed and not errors, policy_ids, errors)
 
     def _candidate_roles(self, p: EntityRef) -> list[str]:
         entity = self._store.get(p) or {}
         held = {
-            parent["id"] for parent in entity.get("parents", []) if parent["type"].endswith("::Role")
+            parent["id"]
+            for parent in entity.get("parents", [])
+            if parent["type"].endswith("::Role")
         }
         return [ref.id for ref in self._store.refs("Role") if ref.id not in held]
 

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import cedarpy
-
 from nbguard.errors import EntityError
 from nbguard.policy.refs import EntityRef
 from nbguard.policy.vocabulary import ENVIRONMENTS, SENSITIVITIES
@@ -46,7 +45,7 @@ def _choice(kind: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _uid(type_name: str, value: Any) -> dict[str, str]:
+def _uid(type_name: str, value: Any) -> dict[str, dict[str, str]]:
     """An entity reference attribute in Cedar JSON's ``__entity`` form."""
     ref = EntityRef.of(type_name, value)
     return {"__entity": ref.to_cedar()}
@@ -133,6 +132,45 @@ def profile(name: str, *, environment: str, sensitivity: str = "internal") -> En
     return entity(EntityRef.of("Profile", name), attrs)
 
 
+def server(name: str, *, owner: str, environment: str) -> Entity:
+    """A user's running server (named like JupyterHub's ``user`` or ``user/name``)."""
+    attrs = {
+        "key": f"server:{name}",
+        "owner": _uid("User", owner),
+        "environment": _choice("Server", name, environment, ENVIRONMENTS),
+    }
+    return entity(EntityRef.of("Server", name), attrs)
+
+
+def elevation_request(
+    request_id: str,
+    *,
+    requester: str,
+    role: str = "",
+    action: str = "",
+    target: str = "",
+    environment: str = "dev",
+    sensitivity: str = "internal",
+    break_glass: bool = False,
+) -> Entity:
+    """An elevation request: a role (``role``) or a grant (``action`` on ``target`` key)."""
+    if bool(role) == bool(action and target):
+        raise EntityError(
+            f"elevation request {request_id!r} must name either a role or an action and target"
+        )
+    attrs = {
+        "key": f"elevationrequest:{request_id}",
+        "requester": _uid("User", requester),
+        "role": role,
+        "action": action,
+        "target": target,
+        "environment": _choice("ElevationRequest", request_id, environment, ENVIRONMENTS),
+        "sensitivity": _choice("ElevationRequest", request_id, sensitivity, SENSITIVITIES),
+        "break_glass": bool(break_glass),
+    }
+    return entity(EntityRef.of("ElevationRequest", request_id), attrs)
+
+
 def settings(values: Mapping[str, int]) -> Entity:
     """The ``Settings::"global"`` entity from DEFAULT_SETTINGS overridden by ``values``."""
     merged = {**DEFAULT_SETTINGS, **values}
@@ -211,9 +249,7 @@ class EntityStore:
                 self._handle = None
             elif added:
                 try:
-                    self._handle = self._handle.with_added_json_str(
-                        json.dumps(added), self._schema
-                    )
+                    self._handle = self._handle.with_added_json_str(json.dumps(added), self._schema)
                 except ValueError as error:
                     raise EntityError(f"invalid entities: {error}") from error
                 self._entities = {**self._entities, **batch}

@@ -14,6 +14,10 @@ The YAML form has one section per kind::
       fraud/3: {registered_by: bob, stage: Production, aliases: [champion]}
     profiles:
       prod: {environment: prod, sensitivity: confidential}
+    servers:
+      alice: {owner: alice, environment: train}
+    elevation_requests:
+      req-1: {requester: alice, action: dataset.read, target: "dataset:customers"}
 
 A model version takes its sensitivity, environment and team from its model unless
 it names its own. Problems are reported with the file and line of the entry.
@@ -27,13 +31,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from nbguard.errors import EntityError, NBGuardError, PolicyLoadError, RequestError, SourceProblem
 from nbguard.policy import entities as build
 from nbguard.policy.entities import Entity
 from nbguard.policy.refs import EntityRef
 
-SECTIONS = ("roles", "teams", "groups", "users", "datasets", "models", "model_versions", "profiles")
+SECTIONS = (
+    "roles",
+    "teams",
+    "groups",
+    "users",
+    "datasets",
+    "models",
+    "model_versions",
+    "profiles",
+    "servers",
+    "elevation_requests",
+)
 
 _SECTION_FIELDS: dict[str, set[str]] = {
     "users": {"roles", "teams", "groups", "display_name", "email"},
@@ -41,6 +55,16 @@ _SECTION_FIELDS: dict[str, set[str]] = {
     "models": {"sensitivity", "environment", "team", "owner"},
     "model_versions": {"sensitivity", "environment", "team", "registered_by", "stage", "aliases"},
     "profiles": {"environment", "sensitivity"},
+    "servers": {"owner", "environment"},
+    "elevation_requests": {
+        "requester",
+        "role",
+        "action",
+        "target",
+        "environment",
+        "sensitivity",
+        "break_glass",
+    },
 }
 
 
@@ -60,7 +84,8 @@ def _load_json(path: str, text: str) -> list[Entity]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise PolicyLoadError([SourceProblem(path, error.lineno, f"invalid JSON: {error.msg}")])
+        problem = SourceProblem(path, error.lineno, f"invalid JSON: {error.msg}")
+        raise PolicyLoadError([problem]) from error
     if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
         raise PolicyLoadError([SourceProblem(path, None, "expected a JSON list of Cedar entities")])
     for item in data:
@@ -120,9 +145,7 @@ def _load_yaml(path: str, text: str) -> list[Entity]:
     return result
 
 
-def _build(
-    section: str, name: str, fields: Any, models: Mapping[str, Mapping[str, Any]]
-) -> Entity:
+def _build(section: str, name: str, fields: Any, models: Mapping[str, Mapping[str, Any]]) -> Entity:
     if not isinstance(fields, Mapping):
         raise EntityError(f"{section} entry {name!r} must be a mapping of fields")
     allowed = _SECTION_FIELDS.get(section, set())
@@ -137,6 +160,8 @@ def _build(
         "datasets": build.dataset,
         "models": build.model,
         "profiles": build.profile,
+        "servers": build.server,
+        "elevation_requests": build.elevation_request,
     }
     if section == "roles":
         return build.entity(EntityRef.of("Role", name), {})

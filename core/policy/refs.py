@@ -33,7 +33,9 @@ ENTITY_TYPES = {
     )
 }
 
-_CEDAR_UID = re.compile(r'^(?:(?P<ns>[A-Za-z_][A-Za-z0-9_]*)::)?(?P<type>[A-Za-z_]\w*)::"(?P<id>.*)"$')
+_CEDAR_UID = re.compile(
+    r'^(?:(?P<ns>[A-Za-z_][A-Za-z0-9_]*)::)?(?P<type>[A-Za-z_]\w*)::"(?P<id>.*)"$'
+)
 _ACTION_NAME = re.compile(r"^[a-z][a-z_]*\.[a-z][a-z_]*$")
 _MAX_ID_LENGTH = 512
 
@@ -69,7 +71,10 @@ class EntityRef:
             if namespace not in (None, NAMESPACE):
                 raise RequestError(f"entity {text!r} is not in the {NAMESPACE} namespace")
             type_name, entity_id = match.group("type"), match.group("id")
-            if type_name.lower() not in ENTITY_TYPES or ENTITY_TYPES[type_name.lower()] != type_name:
+            if (
+                type_name.lower() not in ENTITY_TYPES
+                or ENTITY_TYPES[type_name.lower()] != type_name
+            ):
                 raise RequestError(f"unknown entity type {type_name!r} in {text!r}")
             return cls.of(type_name, entity_id)
         type_name, sep, entity_id = text.partition(":")

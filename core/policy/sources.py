@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
-
 from nbguard.errors import PolicyLoadError, SourceProblem
 
 
@@ -124,7 +123,9 @@ def build_policy_set(sources: list[PolicySource]) -> cedarpy.PolicySet:
     return cedarpy.PolicySet.from_json_str(json.dumps(document))
 
 
-def _load_file(path: Path, schema: cedarpy.Schema) -> tuple[list[PolicySource], list[SourceProblem]]:
+def _load_file(
+    path: Path, schema: cedarpy.Schema
+) -> tuple[list[PolicySource], list[SourceProblem]]:
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
