@@ -33,6 +33,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -101,16 +102,26 @@ def normalise_url(url: str) -> str:
 class LedgerStore:
     """The ledger's tables in one database. Thread-safe; one per process is enough."""
 
-    def __init__(self, url: str, *, synchronous: str = "full") -> None:
+    def __init__(self, url: str, *, synchronous: str = "full", create: bool = True) -> None:
+        """Open (and with ``create``, initialise) the ledger in the database at ``url``.
+
+        With ``create=False`` (readers: verify, export) a database without a ledger
+        is a ConfigError rather than silently becoming an empty, "intact" ledger.
+        """
         self.url = normalise_url(url)
         self.synchronous = synchronous
         self.engine = self._create_engine()
         self.dialect = self.engine.dialect.name
         try:
+            if not create and not inspect(self.engine).has_table(head_table.name):
+                raise ConfigError(f"no nbguard ledger in {make_url(self.url)!r}")
             self.ledger_id = self._ensure_schema()
         except SQLAlchemyError as error:
             self.engine.dispose()
             raise LedgerError(f"cannot open ledger database: {error}") from error
+        except ConfigError:
+            self.engine.dispose()
+            raise
 
     def _create_engine(self) -> Engine:
         engine = create_engine(self.url)
@@ -300,5 +311,6 @@ class Snapshot:
         result = self._connection.execution_options(yield_per=batch).execute(
             select(columns.seq, columns.core, columns.personal, columns.hash).order_by(columns.seq)
         )
-        for partition in result.tuples().partitions():
-            yield from partition
+        for partition in result.partitions():
+            for row in partition:
+                yield row[0], row[1], row[2], row[3]
