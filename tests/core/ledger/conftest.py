@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from nbguard.cli import main
 from nbguard.ledger import Ledger
 from nbguard.ledger.keys import generate_key_pair
 
 #: One valid body per record kind.
 SAMPLES: dict[str, dict[str, Any]] = {
-    "login": {"outcome": "failure", "method": "ldap", "username": "alice", "reason": "bad password"},
+    "login": {
+        "outcome": "failure",
+        "method": "ldap",
+        "username": "alice",
+        "reason": "bad password",
+    },
     "mfa": {"event": "verify", "outcome": "success", "method": "totp", "device": "phone"},
     "spawn": {
         "allowed": True,
@@ -60,7 +64,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "subject": "alice",
         "details": {"kernel_id": "k-1", "seq": 5},
     },
-    "review": {"action": "export", "target_session": "s-1", "target_user": "alice", "format": "ipynb"},
+    "review": {
+        "action": "export",
+        "target_session": "s-1",
+        "target_user": "alice",
+        "format": "ipynb",
+    },
 }
 
 

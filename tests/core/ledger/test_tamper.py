@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from nbguard.ledger import Ledger
 from nbguard.ledger.checkpoints import sign_checkpoint
 from nbguard.ledger.keys import generate_key_pair, load_signing_key
@@ -318,7 +317,8 @@ def test_unknown_key_fails_verification(pristine: Pristine, tmp_path: Path, nbgu
     attacker_public = pristine.attacker_key.with_suffix(".pub")
     status, out, _ = nbguard("verify", db_path, "--key", attacker_public)
     assert status == 1
-    assert out.startswith("FAILED at record 1:") and "unknown key" in out
+    assert out.startswith("FAILED at record 1:")
+    assert "unknown key" in out
 
 
 def test_verify_subprocess_exit_codes(pristine: Pristine, tmp_path: Path) -> None:
