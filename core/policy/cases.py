@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from nbguard.errors import NBGuardError, PolicyLoadError, SourceProblem
 from nbguard.policy.context import RequestContext
 from nbguard.policy.decision import Decision

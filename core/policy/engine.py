@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
+from traitlets import Bool, Dict, Int, List, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+
 from nbguard.errors import ConfigError, PolicyLoadError, RequestError, SourceProblem
 from nbguard.policy import entities as build
 from nbguard.policy.analysis import ContextUsage, analyse_context, lint
@@ -35,8 +38,6 @@ from nbguard.policy.entity_files import load_entity_file
 from nbguard.policy.refs import EntityRef, action_uid, parse_action
 from nbguard.policy.remedies import find_remedies
 from nbguard.policy.sources import PolicySource, build_policy_set, load_policy_files
-from traitlets import Bool, Dict, Int, List, Unicode, default, validate
-from traitlets.config import LoggingConfigurable
 
 #: The schema shipped with nbguard.
 SCHEMA_PATH = Path(__file__).with_name("nbguard.cedarschema")

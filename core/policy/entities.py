@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import cedarpy
+
 from nbguard.errors import EntityError
 from nbguard.policy.refs import EntityRef
 from nbguard.policy.vocabulary import ENVIRONMENTS, SENSITIVITIES

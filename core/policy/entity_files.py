@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from nbguard.errors import EntityError, NBGuardError, PolicyLoadError, RequestError, SourceProblem
 from nbguard.policy import entities as build
 from nbguard.policy.entities import Entity

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from nbguard.cli import main
 from nbguard.policy import DEFAULT_POLICY_DIR
 

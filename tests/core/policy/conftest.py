@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from nbguard.policy import DEFAULT_POLICY_DIR, PolicyEngine, RequestContext
 
 GOOD = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from nbguard.errors import RequestError
 from nbguard.policy import EntityRef, Grant, RequestContext
 from nbguard.policy.refs import parse_action

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from nbguard.errors import AccessDenied, ConfigError, PolicyLoadError, RequestError
 from nbguard.policy import DEFAULT_POLICY_DIR, EntityRef, Grant, PolicyEngine, RequestContext
 from nbguard.policy import entities as build

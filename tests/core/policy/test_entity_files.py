@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from nbguard.errors import PolicyLoadError
 from nbguard.policy.entity_files import load_entity_file
 

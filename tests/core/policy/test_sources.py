@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cedarpy
 import pytest
+
 from nbguard.errors import PolicyLoadError
 from nbguard.policy import SCHEMA_PATH
 from nbguard.policy.sources import build_policy_set, load_policy_files, split_statements
