@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from nbguard.errors import LedgerIntegrityError
 from nbguard.ledger.canonical import canonical_bytes, format_time
 from nbguard.ledger.keys import SigningKey, verify_signature

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from traitlets import Bool, CaselessStrEnum, Float, Integer, List, TraitError, Unicode, validate
+from traitlets.config import LoggingConfigurable
+
 from nbguard.errors import ConfigError, LedgerError
 from nbguard.ledger.checkpoints import Checkpoint, sign_checkpoint
 from nbguard.ledger.export import write_export
@@ -21,8 +24,6 @@ from nbguard.ledger.store import LedgerStore
 from nbguard.ledger.verify import VerifyReport, verify_store
 from nbguard.ledger.witness import WitnessPublisher, read_witness_file, witness_from_spec
 from nbguard.ledger.writer import GroupCommitWriter, Receipt
-from traitlets import Bool, CaselessStrEnum, Float, Integer, List, TraitError, Unicode, validate
-from traitlets.config import LoggingConfigurable
 
 
 class Ledger(LoggingConfigurable):
@@ -237,7 +238,9 @@ class Ledger(LoggingConfigurable):
         mode = durability or self.durability
         if mode not in ("group", "record"):
             raise ConfigError(f"durability must be 'group' or 'record', not {mode!r}")
-        record = prepare_record(self._schemas, kind, dict(body), actor=actor, session=session)
+        # Serialised here, in the caller's thread: later changes to ``body`` cannot leak in.
+        plain = dict(body) if isinstance(body, Mapping) else body
+        record = prepare_record(self._schemas, kind, plain, actor=actor, session=session)
         return self._writer.submit(record, alone=mode == "record")
 
     async def append_async(

@@ -25,6 +25,7 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
+
 from nbguard.errors import ConfigError, RecordValidationError
 
 _ID = re.compile(r"^urn:nbguard:ledger:(?P<kind>[a-z][a-z0-9_]*):v(?P<version>[1-9][0-9]*)$")

@@ -15,9 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from nbguard.errors import ConfigError, LedgerError
-from nbguard.ledger.checkpoints import Checkpoint
-from nbguard.ledger.records import GENESIS_HASH, PreparedRecord, seal
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -40,6 +37,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from nbguard.errors import ConfigError, LedgerError
+from nbguard.ledger.checkpoints import Checkpoint
+from nbguard.ledger.records import GENESIS_HASH, PreparedRecord, seal
 
 metadata = MetaData()
 # SQLite makes only an INTEGER PRIMARY KEY the (fast) rowid.

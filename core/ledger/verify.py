@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from nbguard.errors import LedgerIntegrityError
 from nbguard.ledger.checkpoints import Checkpoint
 from nbguard.ledger.export import read_export

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from nbguard.cli import main
 from nbguard.ledger import Ledger
 from nbguard.ledger.keys import generate_key_pair

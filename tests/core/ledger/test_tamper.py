@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from nbguard.ledger import Ledger
 from nbguard.ledger.checkpoints import sign_checkpoint
 from nbguard.ledger.keys import generate_key_pair, load_signing_key

@@ -1,0 +1,186 @@
+"""Exports: full and redacted JSONL that verify offline, and that reveal tampering too."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbguard.ledger import Ledger
+from nbguard.ledger.records import commitment
+
+from .conftest import SAMPLES
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def ledger_db(make_ledger: Callable[..., Ledger], tmp_path: Path) -> Path:
+    """A closed, signed ledger with one record of every kind (twice) and personal data."""
+    ledger = make_ledger(checkpoint_every=4)
+    for _ in range(2):
+        for kind, body in sorted(SAMPLES.items()):
+            ledger.append(kind, body, actor="alice", session="s-1")
+    ledger.close()
+    return tmp_path / "ledger.db"
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _write(path: Path, lines: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _export(nbguard: Run, db: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
+    status, _, err = nbguard("ledger", "export", db, "-o", out, *extra)
+    assert status == 0, err
+    return _lines(out)
+
+
+def test_full_export_verifies_and_keeps_personal_data(
+    nbguard: Run, ledger_db: Path, tmp_path: Path, keypair: tuple[Path, Path]
+) -> None:
+    """A full export carries every value and verifies offline with the public key."""
+    lines = _export(nbguard, ledger_db, tmp_path / "full.jsonl")
+    header, records = lines[0], [line for line in lines if line["type"] == "record"]
+    assert (header["records"], header["redacted"]) == (16, False)
+    assert records[0]["record"]["actor"] == "alice"
+    status, out, _ = nbguard("verify", tmp_path / "full.jsonl", "--key", keypair[1])
+    assert status == 0, out
+    assert out.startswith("OK: 16 records intact")
+
+
+def test_redacted_export_verifies_without_personal_data(
+    nbguard: Run, ledger_db: Path, tmp_path: Path, keypair: tuple[Path, Path]
+) -> None:
+    """A redacted export holds no personal value or salt, only commitments, and still verifies."""
+    path = tmp_path / "redacted.jsonl"
+    lines = _export(nbguard, ledger_db, path, "--redact")
+    text = path.read_text()
+    for secret in ("alice", "carol", "phone", "incident 42", "read_parquet", "salt"):
+        assert secret not in text
+    login = next(line for line in lines if line.get("record", {}).get("kind") == "login")
+    assert set(login["redacted"]) == {"actor", "body.username"}
+    assert "username" not in login["record"]["body"]
+    status, out, _ = nbguard("verify", path, "--key", keypair[1])
+    assert status == 0, out
+
+
+def test_commitments_are_salted_per_field(nbguard: Run, ledger_db: Path, tmp_path: Path) -> None:
+    """Equal values get different commitments, and an unsalted guess does not match any."""
+    lines = _export(nbguard, ledger_db, tmp_path / "redacted.jsonl", "--redact")
+    actors = [line["redacted"]["actor"] for line in lines if line["type"] == "record"]
+    assert len(set(actors)) == len(actors) == 16
+    guess = commitment("actor", "", "alice")
+    plain = hashlib.sha256(b'"alice"').hexdigest()
+    assert guess not in actors
+    assert plain not in actors
+
+
+def test_full_export_commitments_match_redacted(
+    nbguard: Run, ledger_db: Path, tmp_path: Path
+) -> None:
+    """A full export's value and salt open the commitment found in the redacted export."""
+    full = _export(nbguard, ledger_db, tmp_path / "full.jsonl")
+    redacted = _export(nbguard, ledger_db, tmp_path / "redacted.jsonl", "--redact")
+    line, redacted_line = full[-1], redacted[-1]
+    salt = line["salts"]["actor"]
+    assert commitment("actor", salt, line["record"]["actor"]) == redacted_line["redacted"]["actor"]
+
+
+def _edit_value(lines: list[dict[str, Any]]) -> int:
+    line = next(line for line in lines if line.get("record", {}).get("kind") == "access")
+    line["record"]["body"]["allowed"] = True
+    return int(line["seq"])
+
+
+def _edit_personal(lines: list[dict[str, Any]]) -> int:
+    line = next(line for line in lines if line["type"] == "record" and line["seq"] == 5)
+    line["record"]["actor"] = "mallory"
+    return 5
+
+
+def _unredact_with_lie(lines: list[dict[str, Any]]) -> int:
+    """Replace a commitment by a made-up value and salt."""
+    line = next(line for line in lines if line["type"] == "record" and line["seq"] == 7)
+    del line["redacted"]["actor"]
+    line["record"]["actor"] = "mallory"
+    line.setdefault("salts", {})["actor"] = "00" * 16
+    return 7
+
+
+def _swap_commitments(lines: list[dict[str, Any]]) -> int:
+    first, second = [line for line in lines if line.get("record", {}).get("kind") == "access"]
+    first["redacted"], second["redacted"] = second["redacted"], first["redacted"]
+    return int(first["seq"])
+
+
+def _drop_line(lines: list[dict[str, Any]]) -> int:
+    index = next(i for i, line in enumerate(lines) if line.get("seq") == 9 and "record" in line)
+    del lines[index]
+    return 9
+
+
+def _drop_tail(lines: list[dict[str, Any]]) -> int:
+    del lines[-3:]
+    return 14
+
+
+def _redact_public_field(lines: list[dict[str, Any]]) -> int:
+    line = next(line for line in lines if line["type"] == "record" and line["seq"] == 3)
+    line["redacted"]["body.correlation_id"] = "0" * 64
+    return 3
+
+
+@pytest.mark.parametrize(
+    ("redact", "tamper", "message"),
+    [
+        pytest.param(False, _edit_value, "was altered", id="edit-value"),
+        pytest.param(False, _edit_personal, "was altered", id="edit-personal"),
+        pytest.param(True, _unredact_with_lie, "was altered", id="unredact-with-lie"),
+        pytest.param(True, _swap_commitments, "was altered", id="swap-commitments"),
+        pytest.param(True, _drop_line, "is missing", id="drop-line"),
+        pytest.param(False, _drop_tail, "removed", id="drop-tail"),
+        pytest.param(True, _redact_public_field, "not a personal field", id="redact-public"),
+    ],
+)
+def test_tampered_export_fails(
+    nbguard: Run,
+    ledger_db: Path,
+    tmp_path: Path,
+    keypair: tuple[Path, Path],
+    redact: bool,
+    tamper: Callable[[list[dict[str, Any]]], int],
+    message: str,
+) -> None:
+    """Edits to an exported file are caught and the first broken record is named."""
+    path = tmp_path / "export.jsonl"
+    lines = _export(nbguard, ledger_db, path, *(["--redact"] if redact else []))
+    seq = tamper(lines)
+    _write(path, lines)
+    status, out, _ = nbguard("verify", path, "--key", keypair[1])
+    assert status == 1, out
+    assert out.startswith(f"FAILED at record {seq}:"), out
+    assert message in out
+
+
+def test_export_to_stdout(nbguard: Run, ledger_db: Path) -> None:
+    """Without -o the export goes to stdout, header first."""
+    status, out, _ = nbguard("ledger", "export", f"sqlite:///{ledger_db}")
+    assert status == 0
+    assert json.loads(out.splitlines()[0])["type"] == "nbguard.ledger.export"
+    assert len(out.splitlines()) == 1 + 4 + 16  # header, checkpoints at 4, 8, 12, 16, records
+
+
+def test_export_of_missing_ledger_is_a_usage_error(nbguard: Run, tmp_path: Path) -> None:
+    """Exporting a database with no ledger exits 2 and creates no tables."""
+    empty = tmp_path / "empty.db"
+    status, _, err = nbguard("ledger", "export", f"sqlite:///{empty}")
+    assert status == 2
+    assert "no nbguard ledger" in err
