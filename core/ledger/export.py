@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,13 +56,14 @@ def write_export(
             out.write(canonical_text(checkpoint.to_json()) + "\n")
         prev = GENESIS_HASH
         count = 0
-        for seq, core, personal, record_hash in snapshot.rows():
-            line = export_line(seq, prev, record_hash, core, personal, redact=redact)
-            out.write(canonical_text(line) + "\n")
-            prev = record_hash
-            count += 1
-            if progress is not None and count % 20_000 == 0:
-                progress(seq)
+        with closing(snapshot.rows()) as rows:
+            for seq, core, personal, record_hash in rows:
+                line = export_line(seq, prev, record_hash, core, personal, redact=redact)
+                out.write(canonical_text(line) + "\n")
+                prev = record_hash
+                count += 1
+                if progress is not None and count % 20_000 == 0:
+                    progress(seq)
     return count
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -306,12 +306,19 @@ class Snapshot:
         ledger = self.ledger_id
         return [Checkpoint(ledger, int(r[0]), r[1], r[2], r[3], r[4]) for r in result]
 
-    def rows(self, batch: int = 10_000) -> Iterator[tuple[int, str, str | None, str]]:
-        """Stream ``(seq, core, personal, hash)`` for every record in sequence order."""
+    def rows(self, batch: int = 10_000) -> Generator[tuple[int, str, str | None, str]]:
+        """Stream ``(seq, core, personal, hash)`` for every record in sequence order.
+
+        Close the generator when stopping early (``contextlib.closing``): on
+        PostgreSQL it holds a server-side cursor.
+        """
         columns = records_table.c
         result = self._connection.execution_options(yield_per=batch).execute(
             select(columns.seq, columns.core, columns.personal, columns.hash).order_by(columns.seq)
         )
-        for partition in result.partitions():
-            for row in partition:
-                yield row[0], row[1], row[2], row[3]
+        try:
+            for partition in result.partitions():
+                for row in partition:
+                    yield row[0], row[1], row[2], row[3]
+        finally:
+            result.close()

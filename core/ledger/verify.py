@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,19 +178,20 @@ def verify_store(
     with store.snapshot() as snapshot:
         if on_total is not None:
             on_total(snapshot.last_seq())
-        entries = (
-            ChainEntry(seq, None, core.encode("utf-8"), commitments_of(personal), record_hash)
-            for seq, core, personal, record_hash in snapshot.rows()
-        )
-        return verify_chain(
-            entries,
-            ledger_id=snapshot.ledger_id,
-            checkpoints=snapshot.checkpoints(),
-            keys=keys,
-            witness=witness,
-            allow_unsigned_tail=allow_unsigned_tail,
-            progress=progress,
-        )
+        with closing(snapshot.rows()) as rows:
+            entries = (
+                ChainEntry(seq, None, core.encode("utf-8"), commitments_of(personal), record_hash)
+                for seq, core, personal, record_hash in rows
+            )
+            return verify_chain(
+                entries,
+                ledger_id=snapshot.ledger_id,
+                checkpoints=snapshot.checkpoints(),
+                keys=keys,
+                witness=witness,
+                allow_unsigned_tail=allow_unsigned_tail,
+                progress=progress,
+            )
 
 
 def verify_export(

@@ -22,7 +22,7 @@ from nbguard.ledger.canonical import (
         pytest.param({"z": {"y": 1, "x": 2}}, b'{"z":{"x":2,"y":1}}', id="nested-sorted"),
         pytest.param("caf\u00e9 \u20ac", '"caf\u00e9 \u20ac"'.encode(), id="utf8-not-escaped"),
         pytest.param("\U0001f600", '"\U0001f600"'.encode(), id="astral-utf8"),
-        pytest.param("a\nb\t\x01\"\\", b'"a\\nb\\t\\u0001\\"\\\\"', id="control-escapes"),
+        pytest.param('a\nb\t\x01"\\', b'"a\\nb\\t\\u0001\\"\\\\"', id="control-escapes"),
         pytest.param("\u007f</script>", '"\u007f</script>"'.encode(), id="no-extra-escapes"),
         pytest.param(-MAX_SAFE_INTEGER, b"-9007199254740991", id="min-safe-int"),
         pytest.param({"\u00e9": 1, "z": 2}, '{"z":2,"\u00e9":1}'.encode(), id="keys-by-code-point"),

@@ -65,7 +65,9 @@ def test_append_returns_durable_receipt(make_ledger: MakeLedger, kind: str) -> N
     ("body", "actor", "field"),
     [
         pytest.param({**SAMPLES["access"], "allowed": 1}, "alice", "body.allowed", id="schema"),
-        pytest.param({**SAMPLES["alert"], "details": {"r": 0.5}}, "alice", "body.details.r", id="float"),
+        pytest.param(
+            {**SAMPLES["alert"], "details": {"r": 0.5}}, "alice", "body.details.r", id="float"
+        ),
         pytest.param(SAMPLES["access"], "", "actor", id="empty-actor"),
         pytest.param(SAMPLES["access"], "a" * 300, "actor", id="long-actor"),
         pytest.param(["not", "an", "object"], "alice", "body", id="not-object"),

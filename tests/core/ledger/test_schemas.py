@@ -105,7 +105,9 @@ def _schema(**properties: Any) -> dict[str, Any]:
         pytest.param({**_schema(), "version": 2}, "does not match", id="version-mismatch"),
         pytest.param(_schema(score={"type": "number"}), "no floats", id="number-type"),
         pytest.param(
-            _schema(o={"type": "object", "properties": {"p": {"type": "string", "x-personal": True}}}),
+            _schema(
+                o={"type": "object", "properties": {"p": {"type": "string", "x-personal": True}}}
+            ),
             "top-level",
             id="nested-personal",
         ),
@@ -114,7 +116,7 @@ def _schema(**properties: Any) -> dict[str, Any]:
 )
 def test_bad_schema_documents_are_refused(document: dict[str, Any], problem: str) -> None:
     """Schemas are checked when loaded: id, version, no floats, personal marks on top only."""
-    with pytest.raises(ConfigError, match="demo.json") as caught:
+    with pytest.raises(ConfigError, match=r"demo\.json") as caught:
         SchemaRegistry.from_documents({"demo.json": document})
     assert problem in str(caught.value)
 
@@ -122,7 +124,10 @@ def test_bad_schema_documents_are_refused(document: dict[str, Any], problem: str
 def test_newest_version_is_current_and_old_ones_stay() -> None:
     """Appends use the newest version; older versions remain for verifying old records."""
     v1 = _schema(a={"type": "string"})
-    v2 = {**_schema(a={"type": "string"}, b={"type": "string"}), "$id": "urn:nbguard:ledger:demo:v2"}
+    v2 = {
+        **_schema(a={"type": "string"}, b={"type": "string"}),
+        "$id": "urn:nbguard:ledger:demo:v2",
+    }
     registry = SchemaRegistry.from_documents({"v1": v1, "v2": {**v2, "version": 2}})
     assert registry.current("demo").version == 2
     assert registry.get("demo", 1).version == 1
