@@ -35,52 +35,71 @@ def check_canonical(value: Any, field: str = "") -> None:
 
     ``field`` is the dotted path of ``value`` inside the record, used in the error.
     """
-    if value is None or value is True or value is False:
-        return
+    # Hot path of every append: plain type tests, recursion only into containers,
+    # and paths built only when descending or failing.
     kind = type(value)
     if kind is str:
-        _check_text(value, field)
-    elif kind is int:
-        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            raise RecordValidationError(
-                f"{field or 'record'}: integer {value} is outside +/-(2**53 - 1)", field=field
-            )
+        if not value.isascii():
+            _check_text(value, field)
     elif kind is dict:
         for key, item in value.items():
-            path = f"{field}.{key}" if field else str(key)
-            if type(key) is not str:
-                raise RecordValidationError(f"{path}: object keys must be strings", field=path)
-            _check_text(key, path)
-            if key and max(key) > "\uffff":
-                raise RecordValidationError(
-                    f"{path}: object keys must not contain characters beyond U+FFFF",
-                    field=path,
-                )
-            check_canonical(item, path)
+            if type(key) is not str or not key.isascii():
+                _check_key(key, _join(field, key))
+            item_kind = type(item)
+            if item_kind is str:
+                if not item.isascii():
+                    _check_text(item, _join(field, key))
+            elif item_kind is int:
+                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                    _refuse_int(item, _join(field, key))
+            elif item is not None and item_kind is not bool:
+                check_canonical(item, _join(field, key))
     elif kind is list:
         for index, item in enumerate(value):
-            check_canonical(item, f"{field}.{index}" if field else str(index))
-    elif kind is float:
-        raise RecordValidationError(
-            f"{field or 'record'}: floats are not allowed in ledger records "
-            "(use an integer unit or a string)",
-            field=field,
-        )
-    else:
+            check_canonical(item, _join(field, index))
+    elif kind is int:
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            _refuse_int(value, field)
+    elif value is not None and kind is not bool:
+        if kind is float:
+            raise RecordValidationError(
+                f"{field or 'record'}: floats are not allowed in ledger records "
+                "(use an integer unit or a string)",
+                field=field,
+            )
         raise RecordValidationError(
             f"{field or 'record'}: {kind.__name__} is not a JSON value", field=field
         )
 
 
+def _join(field: str, key: object) -> str:
+    return f"{field}.{key}" if field else str(key)
+
+
+def _refuse_int(value: int, field: str) -> None:
+    raise RecordValidationError(
+        f"{field or 'record'}: integer {value} is outside +/-(2**53 - 1)", field=field
+    )
+
+
+def _check_key(key: object, path: str) -> None:
+    if type(key) is not str:
+        raise RecordValidationError(f"{path}: object keys must be strings", field=path)
+    _check_text(key, path)
+    if key and max(key) > "\uffff":
+        raise RecordValidationError(
+            f"{path}: object keys must not contain characters beyond U+FFFF", field=path
+        )
+
+
 def _check_text(text: str, field: str) -> None:
     # Surrogate code points (U+D800..U+DFFF) cannot be encoded as UTF-8.
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RecordValidationError(
-                f"{field or 'record'}: string contains a lone surrogate", field=field
-            ) from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordValidationError(
+            f"{field or 'record'}: string contains a lone surrogate", field=field
+        ) from None
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -93,6 +112,12 @@ def canonical_text(value: Any) -> str:
     return _encoder.encode(value)
 
 
+#: Canonical JSON text of one checked value (alias kept short for hot loops).
+encode = _encoder.encode
+
+_second_cache = (-1, "")
+
+
 def format_time(moment: datetime | float | None = None) -> str:
     """Return ``moment`` (default: now) as RFC 3339 UTC with microseconds, ending in ``Z``.
 
@@ -102,8 +127,13 @@ def format_time(moment: datetime | float | None = None) -> str:
         moment = time.time()
     elif isinstance(moment, datetime):
         moment = moment.timestamp()
+    global _second_cache  # one entry, swapped atomically: strftime is most of the cost
     seconds = int(moment // 1)
     micros = round((moment - seconds) * 1_000_000)
     if micros == 1_000_000:
         seconds, micros = seconds + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    cached = _second_cache
+    if cached[0] != seconds:
+        cached = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        _second_cache = cached
+    return f"{cached[1]}.{micros:06d}Z"

@@ -4,8 +4,8 @@ A record has three representations, all defined in ``docs/ledger-format.md``:
 
 * the *core*: canonical JSON of the record with every personal field removed
   (``{"body": ..., "kind": ..., "session": ..., "time": ..., "v": ...}``);
-* the *personal part*: ``{path: {"salt": ..., "value": ...}}`` for each personal
-  field present (``"actor"`` and each ``"body.<name>"`` the schema marks);
+* the *personal part*: ``[[path, salt, value], ...]`` in path order for each
+  personal field present (``"actor"`` and each ``"body.<name>"`` the schema marks);
 * the *commitments*: ``{path: SHA-256(canonical {"path", "salt", "value"})}``.
 
 The record hash is SHA-256 over the canonical JSON of
@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from nbguard.errors import LedgerIntegrityError, RecordValidationError
-from nbguard.ledger.canonical import canonical_bytes, canonical_text, check_canonical, format_time
+from nbguard.ledger.canonical import (
+    canonical_bytes,
+    canonical_text,
+    check_canonical,
+    encode,
+    format_time,
+)
 from nbguard.ledger.schemas import SchemaRegistry
 
 #: The ``prev`` of the first record.
@@ -77,28 +83,38 @@ def prepare_record(
     _check_id(session, "session", optional=True)
     check_canonical(body, "body")
     schema.validate(body)
-    public = {name: value for name, value in body.items() if name not in schema.personal}
-    values: dict[str, Any] = {ACTOR: actor}
-    for name in schema.personal:
-        if name in body:
-            values[f"body.{name}"] = body[name]
-    salts = os.urandom(_SALT_BYTES * len(values)).hex()
-    personal = {}
-    commitments = {}
+    personal_names = schema.personal
+    public = {name: value for name, value in body.items() if name not in personal_names}
+    # In path order ("actor" sorts before "body.*"), as the commitments map needs.
+    entries: list[list[Any]] = [[ACTOR, "", actor]]
+    entries += [[f"body.{name}", "", body[name]] for name in personal_names if name in body]
+    salts = os.urandom(_SALT_BYTES * len(entries)).hex()
     step = 2 * _SALT_BYTES
-    for index, (path, value) in enumerate(values.items()):
-        salt = salts[index * step : (index + 1) * step]
-        personal[path] = {"salt": salt, "value": value}
-        commitments[path] = commitment(path, salt, value)
+    for index, entry in enumerate(entries):
+        entry[1] = salts[index * step : (index + 1) * step]
     moment = time or format_time()
     core = {"body": public, "kind": kind, "session": session, "time": moment, "v": schema.version}
     return PreparedRecord(
         kind=kind,
         time=moment,
         core=canonical_text(core),
-        personal=canonical_text(personal),
-        commitments=canonical_bytes(commitments),
+        personal=_store_personal(entries),
+        commitments=_commitment_map(entries),
     )
+
+
+#: The personal part is storage, not hashed input: compact JSON without key sorting.
+_store_personal = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+
+
+def _commitment_map(entries: list[list[Any]]) -> bytes:
+    """Canonical ``{path: commitment}`` of ``[path, salt, value]`` entries sorted by path."""
+    items = ",".join(
+        f'{encode(path)}:"{commitment(path, salt, value)}"' for path, salt, value in entries
+    )
+    return ("{" + items + "}").encode("utf-8")
 
 
 def _check_id(value: Any, field: str, *, optional: bool) -> None:
@@ -113,18 +129,21 @@ def _check_id(value: Any, field: str, *, optional: bool) -> None:
 
 
 def commitment(path: str, salt: str, value: Any) -> str:
-    """Return the hex SHA-256 commitment to one personal field's value."""
-    return hashlib.sha256(canonical_bytes({"path": path, "salt": salt, "value": value})).hexdigest()
+    """Return the hex SHA-256 commitment to one personal field's value.
+
+    The hashed bytes are the canonical JSON of ``{"path": ..., "salt": ..., "value": ...}``,
+    assembled directly (keys already in order) because this runs for every
+    personal field of every record appended or verified.
+    """
+    text = '{"path":' + encode(path) + ',"salt":' + encode(salt) + ',"value":' + encode(value) + "}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def commitments_of(personal: str | None) -> bytes:
     """Recompute the canonical commitments map from a stored personal part."""
     if not personal:
         return b"{}"
-    entries = json.loads(personal)
-    return canonical_bytes(
-        {path: commitment(path, entry["salt"], entry["value"]) for path, entry in entries.items()}
-    )
+    return _commitment_map(json.loads(personal))
 
 
 def seal(seq: int, prev: str, core: bytes, commitments: bytes) -> str:
@@ -147,15 +166,13 @@ def export_line(
     """
     record = json.loads(core)
     line: dict[str, Any] = {"type": "record", "seq": seq, "prev": prev, "hash": record_hash}
-    entries = json.loads(personal) if personal else {}
+    entries = json.loads(personal) if personal else []
     if redact:
-        line["redacted"] = {
-            path: commitment(path, entry["salt"], entry["value"]) for path, entry in entries.items()
-        }
+        line["redacted"] = {path: commitment(path, salt, value) for path, salt, value in entries}
     else:
-        for path, entry in entries.items():
-            _put(record, path, entry["value"])
-        line["salts"] = {path: entry["salt"] for path, entry in entries.items()}
+        for path, _salt, value in entries:
+            _put(record, path, value)
+        line["salts"] = {path: salt for path, salt, _value in entries}
     line["record"] = record
     return line
 

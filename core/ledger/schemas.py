@@ -39,8 +39,8 @@ class RecordSchema:
     version: int
     schema_id: str
     document: Mapping[str, Any] = field(repr=False)
-    #: Names of the top-level body properties that hold personal data.
-    personal: frozenset[str]
+    #: Names of the top-level body properties that hold personal data, sorted.
+    personal: tuple[str, ...]
     _check: Callable[[Any], Any] = field(repr=False, compare=False)
     _reference: jsonschema.Draft7Validator = field(repr=False, compare=False)
 
@@ -80,10 +80,12 @@ def _load(document: Mapping[str, Any], source: str) -> RecordSchema:
     except jsonschema.SchemaError as error:
         raise ConfigError(f"{source}: not a valid draft-07 schema: {error.message}") from None
     _refuse_floats(document, source)
-    personal = frozenset(
-        name
-        for name, spec in document.get("properties", {}).items()
-        if isinstance(spec, dict) and spec.get("x-personal") is True
+    personal = tuple(
+        sorted(
+            name
+            for name, spec in document.get("properties", {}).items()
+            if isinstance(spec, dict) and spec.get("x-personal") is True
+        )
     )
     # Commitments cover whole top-level fields; a nested mark would promise a
     # redaction the format cannot make.

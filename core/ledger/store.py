@@ -113,6 +113,11 @@ class LedgerStore:
         self.synchronous = synchronous
         self.engine = self._create_engine()
         self.dialect = self.engine.dialect.name
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert_sql = (
+            f"INSERT INTO {records_table.name} (seq, core, personal, hash) "  # noqa: S608
+            f"VALUES ({', '.join([mark] * 4)})"
+        )
         try:
             if not create and not inspect(self.engine).has_table(head_table.name):
                 raise ConfigError(f"no nbguard ledger in {make_url(self.url)!r}")
@@ -191,17 +196,17 @@ class LedgerStore:
         try:
             with self._write() as connection:
                 seq, prev, cp_seq, cp_at = self._lock_head(connection)
-                rows: list[dict[str, Any]] = []
+                rows: list[tuple[int, str, str | None, str]] = []
                 results: list[tuple[int, str]] = []
                 for record in prepared:
                     seq += 1
                     prev = seal(seq, prev, record.core.encode("utf-8"), record.commitments)
-                    rows.append(
-                        {"seq": seq, "core": record.core, "personal": record.personal, "hash": prev}
-                    )
+                    rows.append((seq, record.core, record.personal, prev))
                     results.append((seq, prev))
                 if rows:
-                    connection.execute(insert(records_table), rows)
+                    # Straight to the driver's executemany: half the cost of a Core
+                    # insert() per row, and this is the hot path of group commit.
+                    connection.exec_driver_sql(self._insert_sql, rows)
                 checkpoint = self._checkpoint(
                     connection, seq, prev, cp_seq, cp_at, checkpointer, force=False
                 )
