@@ -75,7 +75,7 @@ def main() -> int:
     if args.check:
         current = TARGET.read_text() if TARGET.exists() else ""
         if current != text:
-            print(f"{TARGET} is out of date: run python scripts/config_reference.py", file=sys.stderr)
+            print(f"{TARGET} is out of date: run scripts/config_reference.py", file=sys.stderr)
             return 1
         return 0
     TARGET.write_text(text)
