@@ -64,7 +64,6 @@ class EntityRef:
         """Parse ``user:alice`` or ``nbguard::User::"alice"``; raise RequestError if neither."""
         if not isinstance(text, str) or not text.strip():
             raise RequestError(f"expected an entity like user:alice, got {text!r}")
-        text = text.strip()
         match = _CEDAR_UID.match(text)
         if match:
             namespace = match.group("ns")
@@ -89,10 +88,16 @@ class EntityRef:
     @classmethod
     def of(cls, type_name: str, entity_id: str) -> EntityRef:
         """Build a reference after checking the id is usable (non-empty, bounded, printable)."""
-        if not entity_id or len(entity_id) > _MAX_ID_LENGTH or not entity_id.isprintable():
+        if (
+            not entity_id
+            or len(entity_id) > _MAX_ID_LENGTH
+            or not entity_id.isprintable()
+            or entity_id != entity_id.strip()
+        ):
+            # No normalisation: "sales " must never silently mean "sales".
             raise RequestError(
-                f"invalid {type_name} id {entity_id!r}: "
-                f"ids are 1 to {_MAX_ID_LENGTH} printable characters"
+                f"invalid {type_name} id {entity_id!r}: ids are 1 to {_MAX_ID_LENGTH} "
+                "printable characters, without leading or trailing spaces"
             )
         return cls(type_name, entity_id)
 

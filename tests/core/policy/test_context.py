@@ -82,7 +82,7 @@ def test_entity_refs_parse(text: str, expected: EntityRef) -> None:
     [
         pytest.param("dataset.read", id="name"),
         pytest.param('nbguard::Action::"dataset.read"', id="cedar"),
-        pytest.param(' Action::"dataset.read" ', id="cedar-no-namespace-padded"),
+        pytest.param('Action::"dataset.read"', id="cedar-no-namespace"),
     ],
 )
 def test_actions_parse(text: str) -> None:

@@ -140,6 +140,8 @@ def test_unknown_principal_and_resource_are_denied(default_engine: PolicyEngine)
         pytest.param("user:alice", "dataset.read", 'other::Dataset::"x"', id="foreign-namespace"),
         pytest.param("user:", "dataset.read", "dataset:sales", id="empty-id"),
         pytest.param("user:a\x00b", "dataset.read", "dataset:sales", id="control-char-id"),
+        pytest.param("user:alice", "dataset.read", "dataset:sales ", id="trailing-space-id"),
+        pytest.param(" user:alice", "dataset.read", "dataset:sales", id="leading-space"),
     ],
 )
 def test_malformed_requests_raise_request_error(
@@ -374,3 +376,26 @@ def test_context_defaults_are_least_trusted() -> None:
     ctx = RequestContext()
     assert (ctx.mfa_method, ctx.device_trusted, ctx.network_zone) == ("none", False, "unknown")
     assert ctx.mfa_age_seconds == 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        pytest.param('dataset:sales" || true || "', id="quote-injection"),
+        pytest.param('dataset:sales"};permit(principal,action,resource);//', id="policy-injection"),
+        pytest.param("dataset:../customers", id="path-like"),
+        pytest.param("dataset:SALES", id="case-variant"),
+    ],
+)
+def test_crafted_ids_are_just_unknown_entities(default_engine: PolicyEngine, resource: str) -> None:
+    """Ids that look like Cedar syntax or other names are unknown entities, never an allow."""
+    decision = default_engine.decide("user:alice", "dataset.read", resource, good_context())
+    assert not decision.allowed
+    assert decision.errors[0].startswith("unknown entity")
+
+
+def test_forged_grant_for_other_user_is_not_a_grant(default_engine: PolicyEngine) -> None:
+    """A grant names an action and a resource key only; it cannot smuggle a role or a principal."""
+    ctx = good_context(grants=[{"action": "elevated_roles", "resource": "admin"}])
+    decision = default_engine.decide("user:alice", "dataset.read", "dataset:customers", ctx)
+    assert not decision.allowed
