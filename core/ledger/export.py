@@ -75,7 +75,10 @@ class ExportReader:
         self._path = path
         self._schemas = schemas
         self._line = 1
-        header = self._json(handle.readline())
+        try:
+            header = json.loads(handle.readline())
+        except ValueError:
+            header = None
         if not isinstance(header, dict) or header.get("type") != EXPORT_TYPE:
             raise ConfigError(f"{path} is not an nbguard ledger export")
         if header.get("v") != EXPORT_VERSION:

@@ -62,11 +62,13 @@ class Ledger(LoggingConfigurable):
 
     checkpoint_every = Integer(
         1000,
-        help="""Sign a checkpoint after this many records at the latest.
+        help="""Sign a checkpoint once this many records are unsigned.
 
-        Together with ``Ledger.checkpoint_interval`` (whichever comes first) this
-        bounds the unsigned tail: records after the last checkpoint are protected
-        by the hash chain only. Default 1000.
+        Checked at every commit, so with group commit the checkpoint lands at the
+        end of the batch that crosses the threshold. Together with
+        ``Ledger.checkpoint_interval`` (whichever comes first) this bounds the
+        unsigned tail: records after the last checkpoint are protected by the hash
+        chain only. Default 1000.
         """,
     ).tag(config=True)
 
