@@ -99,6 +99,21 @@ class AccessDenied(NBGuardError):
         self.details = details
 
 
+class DeviceAssertionError(NBGuardError):
+    """A device assertion was refused; the device is treated as untrusted.
+
+    ``reason`` is a stable code for logs and the ledger: ``malformed``,
+    ``algorithm``, ``unknown_key``, ``signature``, ``expired``, ``not_yet_valid``,
+    ``lifetime``, ``audience``, ``issuer``, ``wrong_user``, ``missing_claim``.
+    """
+
+    default_user_message = "This device could not be verified as trusted."
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class LedgerError(NBGuardError):
     """Root of ledger problems (storage, schemas, integrity)."""
 
