@@ -114,6 +114,28 @@ class DeviceAssertionError(NBGuardError):
         self.reason = reason
 
 
+class SecretError(NBGuardError):
+    """A sealed secret could not be opened: wrong or rotated-out key, or tampered data."""
+
+    default_user_message = "A stored secret could not be read; ask your hub admin."
+
+
+class MFAError(NBGuardError):
+    """A second-factor check failed.
+
+    ``reason`` is a stable code: ``invalid`` (wrong or malformed code),
+    ``replayed`` (a code already used), ``locked`` (too many failures; see
+    ``retry_after`` seconds), ``not_enrolled``.
+    """
+
+    default_user_message = "The code was not accepted."
+
+    def __init__(self, message: str, *, reason: str, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class LedgerError(NBGuardError):
     """Root of ledger problems (storage, schemas, integrity)."""
 
