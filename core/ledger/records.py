@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 from nbguard.errors import LedgerIntegrityError, RecordValidationError
 from nbguard.ledger.canonical import (
     canonical_bytes,
-    canonical_text,
     check_canonical,
     encode,
+    encode_text,
     format_time,
 )
 from nbguard.ledger.schemas import SchemaRegistry
@@ -84,37 +84,52 @@ def prepare_record(
     check_canonical(body, "body")
     schema.validate(body)
     personal_names = schema.personal
-    public = {name: value for name, value in body.items() if name not in personal_names}
+    public = body
     # In path order ("actor" sorts before "body.*"), as the commitments map needs.
-    entries: list[list[Any]] = [[ACTOR, "", actor]]
-    entries += [[f"body.{name}", "", body[name]] for name in personal_names if name in body]
-    salts = os.urandom(_SALT_BYTES * len(entries)).hex()
+    fields: list[tuple[str, Any]] = [(ACTOR, actor)]
+    if personal_names:
+        public = {name: value for name, value in body.items() if name not in personal_names}
+        fields += [(f"body.{name}", body[name]) for name in personal_names if name in body]
+    salts = os.urandom(_SALT_BYTES * len(fields)).hex()
     step = 2 * _SALT_BYTES
-    for index, entry in enumerate(entries):
-        entry[1] = salts[index * step : (index + 1) * step]
+    # Each value is encoded once: the same canonical text is hashed into its
+    # commitment and stored in the personal part (any compact JSON will do there).
+    stored: list[str] = []
+    committed: list[str] = []
+    for index, (path, value) in enumerate(fields):
+        path_json = encode_text(path)
+        salt = salts[index * step : (index + 1) * step]
+        value_json = encode(value)
+        digest = _sha256(
+            ('{"path":' + path_json + ',"salt":"' + salt + '","value":' + value_json + "}").encode()
+        ).hexdigest()
+        stored.append("[" + path_json + ',"' + salt + '",' + value_json + "]")
+        committed.append(path_json + ':"' + digest + '"')
     moment = time or format_time()
-    core = {"body": public, "kind": kind, "session": session, "time": moment, "v": schema.version}
+    # The core's keys in canonical (sorted) order, assembled around one encoding of the body.
+    core = (
+        '{"body":' + encode(public) + ',"kind":' + encode_text(kind)
+        + ',"session":' + ("null" if session is None else encode_text(session))
+        + ',"time":' + encode_text(moment) + ',"v":' + str(schema.version) + "}"
+    )  # fmt: skip
     return PreparedRecord(
         kind=kind,
         time=moment,
-        core=canonical_text(core),
-        personal=_store_personal(entries),
-        commitments=_commitment_map(entries),
+        core=core,
+        personal="[" + ",".join(stored) + "]",
+        commitments=("{" + ",".join(committed) + "}").encode(),
     )
 
 
-#: The personal part is storage, not hashed input: compact JSON without key sorting.
-_store_personal = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False
-).encode
+_sha256 = hashlib.sha256
 
 
 def _commitment_map(entries: list[list[Any]]) -> bytes:
     """Canonical ``{path: commitment}`` of ``[path, salt, value]`` entries sorted by path."""
-    items = ",".join(
-        f'{encode(path)}:"{commitment(path, salt, value)}"' for path, salt, value in entries
-    )
-    return ("{" + items + "}").encode("utf-8")
+    items = []
+    for path, salt, value in entries:
+        items.append(encode(path) + ':"' + commitment(path, salt, value) + '"')
+    return ("{" + ",".join(items) + "}").encode("utf-8")
 
 
 def _check_id(value: Any, field: str, *, optional: bool) -> None:
@@ -135,15 +150,24 @@ def commitment(path: str, salt: str, value: Any) -> str:
     assembled directly (keys already in order) because this runs for every
     personal field of every record appended or verified.
     """
-    text = '{"path":' + encode(path) + ',"salt":' + encode(salt) + ',"value":' + encode(value) + "}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # Strings, the usual case, skip the general encoder; anything else (even a
+    # tampered non-string path or salt) is encoded canonically all the same.
+    text = (
+        '{"path":' + (encode_text(path) if type(path) is str else encode(path))
+        + ',"salt":' + (encode_text(salt) if type(salt) is str else encode(salt))
+        + ',"value":' + (encode_text(value) if type(value) is str else encode(value)) + "}"
+    )  # fmt: skip
+    return _sha256(text.encode("utf-8")).hexdigest()
 
 
 def commitments_of(personal: str | None) -> bytes:
     """Recompute the canonical commitments map from a stored personal part."""
     if not personal:
         return b"{}"
-    return _commitment_map(json.loads(personal))
+    return _commitment_map(_parse(personal))
+
+
+_parse = json.JSONDecoder().decode
 
 
 def seal(seq: int, prev: str, core: bytes, commitments: bytes) -> str:

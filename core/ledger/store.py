@@ -41,6 +41,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from nbguard.errors import ConfigError, LedgerError
 from nbguard.ledger.checkpoints import Checkpoint
 from nbguard.ledger.records import GENESIS_HASH, PreparedRecord, seal
+from nbguard.ledger.rows import RowInserter
 
 metadata = MetaData()
 # SQLite makes only an INTEGER PRIMARY KEY the (fast) rowid.
@@ -113,11 +114,7 @@ class LedgerStore:
         self.synchronous = synchronous
         self.engine = self._create_engine()
         self.dialect = self.engine.dialect.name
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._insert_sql = (
-            f"INSERT INTO {records_table.name} (seq, core, personal, hash) "  # noqa: S608
-            f"VALUES ({', '.join([mark] * 4)})"
-        )
+        self._insert_rows = RowInserter(self.dialect)
         try:
             if not create and not inspect(self.engine).has_table(head_table.name):
                 raise ConfigError(f"no nbguard ledger in {make_url(self.url)!r}")
@@ -204,9 +201,7 @@ class LedgerStore:
                     rows.append((seq, record.core, record.personal, prev))
                     results.append((seq, prev))
                 if rows:
-                    # Straight to the driver's executemany: half the cost of a Core
-                    # insert() per row, and this is the hot path of group commit.
-                    connection.exec_driver_sql(self._insert_sql, rows)
+                    self._insert_rows(connection, rows)
                 checkpoint = self._checkpoint(
                     connection, seq, prev, cp_seq, cp_at, checkpointer, force=False
                 )
@@ -318,9 +313,21 @@ class Snapshot:
         PostgreSQL it holds a server-side cursor.
         """
         columns = records_table.c
-        result = self._connection.execution_options(yield_per=batch).execute(
-            select(columns.seq, columns.core, columns.personal, columns.hash).order_by(columns.seq)
+        query = select(columns.seq, columns.core, columns.personal, columns.hash).order_by(
+            columns.seq
         )
+        if self._connection.dialect.name == "sqlite":
+            # The driver's own cursor, inside this snapshot's transaction: SQLAlchemy's
+            # per-row result processing costs as much as the rest of verifying a row.
+            cursor = self._connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(str(query.compile(dialect=self._connection.dialect)))
+                while chunk := cursor.fetchmany(batch):
+                    yield from chunk
+            finally:
+                cursor.close()
+            return
+        result = self._connection.execution_options(yield_per=batch).execute(query)
         try:
             for partition in result.partitions():
                 for row in partition:

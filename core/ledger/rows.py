@@ -1,0 +1,82 @@
+"""Bulk insertion of record rows, the hot path of group commit, per database driver.
+
+The rows go straight to the DBAPI driver inside the SQLAlchemy transaction
+(which holds the head lock), not through Core ``insert()``: per-row statement
+overhead would otherwise cost more than hashing the record.
+
+* SQLite: multi-row ``INSERT ... VALUES (...), (...)`` in chunks. The ``sqlite3``
+  module releases the GIL around every statement step, and ``executemany`` steps
+  once per row; with a caller thread busy preparing records, each re-acquisition
+  can wait out the interpreter's switch interval. Fewer, bigger steps avoid that.
+* PostgreSQL (psycopg 3): ``COPY ... FROM STDIN``, one round trip for the batch
+  instead of a pipelined ``INSERT`` per row.
+* Anything else: the driver's ``executemany``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+#: ``(seq, core, personal, hash)`` of one record, as stored.
+Row = tuple[int, str, "str | None", str]
+
+_TABLE = "nbguard_ledger_records"
+_COLUMNS = "(seq, core, personal, hash)"
+#: Rows per SQLite statement: 4 parameters each, well under SQLite's 32766 limit.
+_SQLITE_CHUNK = 250
+
+
+class RowInserter:
+    """Inserts a batch of record rows on an open SQLAlchemy connection (in its transaction)."""
+
+    def __init__(self, dialect: str) -> None:
+        self._dialect = dialect
+        self._sqlite_statements: dict[int, str] = {}
+
+    def __call__(self, connection: Connection, rows: Sequence[Row]) -> None:
+        """Insert ``rows``; database errors surface as SQLAlchemy or driver exceptions."""
+        if self._dialect == "sqlite":
+            self._sqlite(connection, rows)
+        elif self._dialect == "postgresql":
+            self._copy(connection, rows)
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+            mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+            sql = f"INSERT INTO {_TABLE} {_COLUMNS} VALUES ({', '.join([mark] * 4)})"  # noqa: S608
+            connection.exec_driver_sql(sql, list(rows))
+
+    def _sqlite(self, connection: Connection, rows: Sequence[Row]) -> None:
+        cursor = _dbapi(connection).cursor()
+        try:
+            for start in range(0, len(rows), _SQLITE_CHUNK):
+                chunk = rows[start : start + _SQLITE_CHUNK]
+                params: list[Any] = []
+                for row in chunk:
+                    params.extend(row)
+                cursor.execute(self._sqlite_statement(len(chunk)), params)
+        finally:
+            cursor.close()
+
+    def _sqlite_statement(self, count: int) -> str:
+        sql = self._sqlite_statements.get(count)
+        if sql is None:
+            values = ",".join(["(?,?,?,?)"] * count)
+            sql = f"INSERT INTO {_TABLE} {_COLUMNS} VALUES {values}"  # noqa: S608
+            self._sqlite_statements[count] = sql
+        return sql
+
+    @staticmethod
+    def _copy(connection: Connection, rows: Sequence[Row]) -> None:
+        with (
+            _dbapi(connection).cursor() as cursor,
+            cursor.copy(f"COPY {_TABLE} {_COLUMNS} FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+
+
+def _dbapi(connection: Connection) -> Any:
+    # The driver connection under SQLAlchemy's, in the same transaction.
+    return connection.connection.driver_connection
