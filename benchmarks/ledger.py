@@ -2,7 +2,9 @@
 
 Usage: python benchmarks/ledger.py [--quick] [--records N]
 
-Every figure is measured in this one run, against the raw speed of SHA-256 over
+The targets use the single-append path (``append_nowait`` per record);
+``*_group_many`` figures use the batch API ``append_many`` and are extra. Every
+figure is measured in this one run, against the raw speed of SHA-256 over
 the very bytes the ledger hashes (the ceiling for anything that hashes every
 record). Appends count from the first call until the last record is
 acknowledged, i.e. durable: validation, canonical JSON, hashing, the database
@@ -95,6 +97,24 @@ def append_rate(url: str, key: Path, count: int, durability: str) -> float:
     return count / elapsed
 
 
+def append_many_rate(url: str, key: Path, count: int, batch: int = 1000) -> float:
+    """Records/s through ``append_many`` in batches (as the kernel-hook shipper sends them).
+
+    Reported next to, never instead of, the single-append figure the targets use.
+    """
+    ledger = Ledger(url=url, signing_key_file=str(key))
+    try:
+        start = time.perf_counter()
+        for first in range(0, count, batch):
+            ledger.append_many(
+                ("access", body(i), "alice", "s-1") for i in range(first, min(count, first + batch))
+            )
+        elapsed = time.perf_counter() - start
+    finally:
+        ledger.close()
+    return count / elapsed
+
+
 def verify_rate(url: str, key: Path) -> tuple[float, float, int]:
     """Records/s verified from the database and from a full JSONL export."""
     keys = load_public_keys([key])
@@ -135,6 +155,9 @@ def main() -> int:
         figures["hash_limit"] = hash_limit(group_n)
         sqlite_url = f"sqlite:///{root / 'group.db'}"
         figures["sqlite_group"] = append_rate(sqlite_url, key, group_n, "group")
+        figures["sqlite_group_many"] = append_many_rate(
+            f"sqlite:///{root / 'many.db'}", key, group_n
+        )
         figures["sqlite_record"] = append_rate(
             f"sqlite:///{root / 'record.db'}", key, single_n, "record"
         )
@@ -147,6 +170,9 @@ def main() -> int:
             figures["postgres_group"] = append_rate(
                 cluster.create_database(), key, group_n, "group"
             )
+            figures["postgres_group_many"] = append_many_rate(
+                cluster.create_database(), key, group_n
+            )
             figures["postgres_record"] = append_rate(
                 cluster.create_database(), key, single_n, "record"
             )
@@ -158,8 +184,10 @@ def main() -> int:
         f"{name}_vs_hash": figures[name] / limit
         for name in (
             "sqlite_group",
+            "sqlite_group_many",
             "sqlite_record",
             "postgres_group",
+            "postgres_group_many",
             "postgres_record",
             "verify_sqlite",
             "verify_export",
@@ -168,7 +196,8 @@ def main() -> int:
     ratios["sqlite_group_vs_record"] = figures["sqlite_group"] / figures["sqlite_record"]
     ratios["postgres_group_vs_record"] = figures["postgres_group"] / figures["postgres_record"]
     print(f"hash limit (SHA-256 of sealed bytes): {limit:>12,.0f} records/s")
-    for name in ("sqlite_group", "sqlite_record", "postgres_group", "postgres_record"):
+    appends = ("sqlite_group", "sqlite_group_many", "sqlite_record")
+    for name in (*appends, "postgres_group", "postgres_group_many", "postgres_record"):
         print(f"append {name:<24} {figures[name]:>12,.0f} records/s")
     for name in ("verify_sqlite", "verify_export"):
         print(f"{name:<31} {figures[name]:>12,.0f} records/s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
@@ -244,6 +244,27 @@ class Ledger(LoggingConfigurable):
         plain = dict(body) if isinstance(body, Mapping) else body
         record = prepare_record(self._schemas, kind, plain, actor=actor, session=session)
         return self._writer.submit(record, alone=mode == "record")
+
+    def append_many(
+        self, records: Iterable[tuple[str, Mapping[str, Any], str, str | None]]
+    ) -> list[Receipt]:
+        """Validate and durably append ``(kind, body, actor, session)`` records, in order.
+
+        Every record is validated before any is queued: one invalid record raises
+        RecordValidationError and nothing is written. The records are queued in one
+        go (group durability) and this returns once all of them are committed.
+        """
+        prepared = [
+            prepare_record(
+                self._schemas,
+                kind,
+                dict(body) if isinstance(body, Mapping) else body,
+                actor=actor,
+                session=session,
+            )
+            for kind, body, actor, session in records
+        ]
+        return [future.result() for future in self._writer.submit_many(prepared)]
 
     async def append_async(
         self,

@@ -88,6 +88,25 @@ class GroupCommitWriter:
                 self._wake.notify()
         return pending.future
 
+    def submit_many(self, records: Sequence[PreparedRecord]) -> list[Future[Receipt]]:
+        """Queue records in order under one lock (group commit only); one future per record."""
+        pendings = [_Pending(record, False) for record in records]
+        queued = 0
+        with self._lock:
+            while queued < len(pendings):
+                while len(self._queue) >= self._max_queue and not self._closing:
+                    self._room.wait()
+                if self._closing:
+                    # Earlier parts are queued and will commit; say which did not.
+                    raise LedgerError(
+                        f"the ledger is closed ({len(pendings) - queued} records not queued)"
+                    )
+                room = self._max_queue - len(self._queue)
+                self._queue.extend(pendings[queued : queued + room])
+                queued += min(room, len(pendings) - queued)
+                self._wake.notify()
+        return [pending.future for pending in pendings]
+
     def close(self, timeout: float | None = None) -> None:
         """Commit everything queued, then stop the thread."""
         with self._lock:

@@ -118,6 +118,28 @@ def test_group_commit_batches_queued_records(make_ledger: MakeLedger) -> None:
     assert 10 <= commits[0] < 1000
 
 
+def test_append_many_commits_in_order_through_a_small_queue(make_ledger: MakeLedger) -> None:
+    """append_many returns receipts in order once durable, even with a queue smaller than it."""
+    ledger = make_ledger(max_batch=50, max_queue=64, checkpoint_every=10_000)
+    records = [("access", access_body(i), f"user{i % 3}", "s-1") for i in range(300)]
+    receipts = ledger.append_many(records)
+    assert [r.seq for r in receipts] == list(range(1, 301))
+    assert _count(ledger) == 300
+    ledger.close()
+    assert make_ledger().verify().records == 300
+
+
+def test_append_many_with_an_invalid_record_writes_nothing(make_ledger: MakeLedger) -> None:
+    """One invalid record in a batch rejects the whole batch before anything is queued."""
+    ledger = make_ledger()
+    bad = dict(access_body(1), allowed="yes")
+    records = [("access", access_body(0), "alice", None), ("access", bad, "alice", None)]
+    with pytest.raises(RecordValidationError) as caught:
+        ledger.append_many(records)
+    assert caught.value.field == "body.allowed"
+    assert _count(ledger) == 0
+
+
 def test_record_durability_commits_each_record_alone(make_ledger: MakeLedger) -> None:
     """With durability='record' every record gets a transaction of its own."""
     ledger = make_ledger(durability="record", checkpoint_every=10_000)
