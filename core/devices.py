@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from nbguard.errors import ConfigError, DeviceAssertionError
@@ -80,7 +81,14 @@ class DeviceAssertionVerifier:
             raise DeviceAssertionError(
                 f"device assertion algorithm {algorithm!r} is not allowed", reason="algorithm"
             )
-        kid, key = self._key_for(header.get("kid"))
+        kid, (key, key_algorithm) = self._key_for(header.get("kid"))
+        # Each key signs with one algorithm; a header naming another is refused
+        # before the key is used, so no key is ever read as the wrong kind.
+        if algorithm != key_algorithm:
+            raise DeviceAssertionError(
+                f"device assertion algorithm {algorithm} does not match key {kid!r}",
+                reason="algorithm",
+            )
         moment = now or datetime.now(UTC)
         try:
             claims = jwt.decode(
@@ -106,11 +114,11 @@ class DeviceAssertionVerifier:
             raise DeviceAssertionError(
                 "device assertion signature is invalid", reason="signature"
             ) from error
-        except jwt.InvalidTokenError as error:
+        except (jwt.PyJWTError, ValueError, TypeError) as error:
             raise DeviceAssertionError(f"device assertion: {error}", reason="malformed") from error
         return self._check_claims(claims, username, kid, moment)
 
-    def _key_for(self, kid: Any) -> tuple[str, Any]:
+    def _key_for(self, kid: Any) -> tuple[str, tuple[Any, str]]:
         if kid is None:
             if len(self._keys) == 1:
                 return next(iter(self._keys.items()))
@@ -158,7 +166,8 @@ class DeviceAssertionVerifier:
         )
 
 
-def _load_key(kid: str, pem: str, setting: str) -> Any:
+def _load_key(kid: str, pem: str, setting: str) -> tuple[Any, str]:
+    """The public key and the one algorithm it verifies."""
     text = pem
     if "-----BEGIN" not in pem:
         try:
@@ -166,6 +175,15 @@ def _load_key(kid: str, pem: str, setting: str) -> Any:
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"{setting}[{kid!r}]: cannot read key file {pem}: {error}") from error
     try:
-        return load_pem_public_key(text.encode("ascii"))
+        key = load_pem_public_key(text.encode("ascii"))
     except ValueError as error:
         raise ConfigError(f"{setting}[{kid!r}]: not a PEM public key") from error
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key, "EdDSA"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, "ES256"
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
+        return key, "RS256"
+    raise ConfigError(
+        f"{setting}[{kid!r}]: use an Ed25519, P-256 or RSA (2048 bits or more) public key"
+    )

@@ -142,7 +142,8 @@ def _test(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.passed]
     for result in results:
         if args.json:
-            print(json.dumps({"id": result.case.id, "passed": result.passed, **_decision(result)}))
+            row = {"id": result.case.id, "passed": result.passed, **result.decision.to_dict()}
+            print(json.dumps(row))
         elif not result.passed:
             where = f" ({args.cases}:{result.case.line})" if result.case.line else ""
             print(f"FAIL {result.case.id}{where}")
@@ -150,11 +151,6 @@ def _test(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def _decision(result: Any) -> dict[str, Any]:
-    data: dict[str, Any] = result.decision.to_dict()
-    return data
 
 
 def _explain(args: argparse.Namespace) -> int:

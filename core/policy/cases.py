@@ -130,8 +130,9 @@ def run_cases(engine: PolicyEngine, cases: list[PolicyCase]) -> list[CaseResult]
 
 
 def _parse_case(raw: Any, base_context: dict[str, Any], line: int | None) -> PolicyCase:
+    """One case from its YAML form; NBGuardError says what is wrong with it."""
     if not isinstance(raw, dict):
-        raise PolicyLoadError([SourceProblem("", line, "each case must be a mapping")])
+        raise NBGuardError("each case must be a mapping")
     missing = [k for k in _REQUIRED if k not in raw]
     unknown = sorted(set(raw) - _CASE_KEYS)
     if missing or unknown:

@@ -19,7 +19,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ class _Snapshot:
     usage: ContextUsage
     context_key: ContextKey
     cache: DecisionCache
+    #: The entity store generation the cache was built on.
+    entity_generation: int
 
 
 class PolicyEngine(LoggingConfigurable):
@@ -214,6 +216,7 @@ class PolicyEngine(LoggingConfigurable):
             usage=usage,
             context_key=context_key_function(usage),
             cache=DecisionCache(self.cache_size),
+            entity_generation=self._store.generation,
         )
 
     def _report(self, sources: list[PolicySource]) -> None:
@@ -245,26 +248,30 @@ class PolicyEngine(LoggingConfigurable):
 
     @property
     def entities(self) -> EntityStore:
-        """The entity store (read it freely; change it through the engine)."""
+        """The entity store. Any change to it empties the decision cache."""
         return self._store
 
     def upsert_entities(self, items: Iterable[Entity]) -> None:
-        """Add or replace entities (validated as one batch) and drop cached decisions."""
-        with self._lock:
-            self._store.upsert(items)
-            self._invalidate()
+        """Add or replace entities, validated as one batch."""
+        self._store.upsert(items)
 
     def remove_entities(self, refs: Iterable[EntityRef]) -> None:
-        """Remove entities and drop cached decisions."""
-        with self._lock:
-            self._store.remove(refs)
-            self._invalidate()
+        """Remove entities."""
+        self._store.remove(refs)
 
-    def _invalidate(self) -> None:
-        old = self._snapshot
-        self._snapshot = _Snapshot(
-            old.policies, old.sources, old.usage, old.context_key, DecisionCache(self.cache_size)
-        )
+    def _current(self) -> _Snapshot:
+        """The snapshot, with a fresh cache if the entities changed since it was made."""
+        snapshot = self._snapshot
+        generation = self._store.generation
+        if snapshot.entity_generation != generation:
+            with self._lock:
+                snapshot = replace(
+                    self._snapshot,
+                    cache=DecisionCache(self.cache_size),
+                    entity_generation=generation,
+                )
+                self._snapshot = snapshot
+        return snapshot
 
     # -- decisions -----------------------------------------------------------
 
@@ -278,7 +285,7 @@ class PolicyEngine(LoggingConfigurable):
         correlation_id: str | None = None,
     ) -> Decision:
         """Decide one request. Denials carry remedies when ``explain_denials`` is on."""
-        snapshot = self._snapshot
+        snapshot = self._current()
         p = principal if isinstance(principal, EntityRef) else EntityRef.parse(principal)
         r = resource if isinstance(resource, EntityRef) else EntityRef.parse(resource)
         if action not in self._actions:

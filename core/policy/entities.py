@@ -209,6 +209,8 @@ class EntityStore:
         self._entities: dict[EntityRef, Entity] = {}
         self._handle: cedarpy.Entities | None = cedarpy.Entities.from_json_str("[]", schema)
         self._lock = threading.Lock()
+        #: Increases with every change, so that caches built on the store can tell.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._entities)
@@ -248,12 +250,14 @@ class EntityStore:
                 self._parse(list(candidate.values()))  # validate before committing
                 self._entities = candidate
                 self._handle = None
+                self.generation += 1
             elif added:
                 try:
                     self._handle = self._handle.with_added_json_str(json.dumps(added), self._schema)
                 except ValueError as error:
                     raise EntityError(f"invalid entities: {error}") from error
                 self._entities = {**self._entities, **batch}
+                self.generation += 1
 
     def remove(self, refs: Iterable[EntityRef]) -> None:
         """Remove entities (unknown references are ignored); the handle is rebuilt on next read."""
@@ -263,6 +267,7 @@ class EntityStore:
             if any(item is not None for item in removed):
                 self._entities = remaining
                 self._handle = None
+                self.generation += 1
 
     def _parse(self, items: list[Entity]) -> cedarpy.Entities:
         try:

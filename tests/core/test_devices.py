@@ -154,6 +154,21 @@ def test_forged_or_stale_assertions_are_refused(token: Any, user: str, reason: s
     assert raised.value.reason == reason
 
 
+def test_algorithm_not_matching_the_key_is_refused_cleanly() -> None:
+    """An ES256 token naming an Ed25519 key id is refused as algorithm, not a crash."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(DeviceAssertionError) as raised:
+        VERIFIER.verify(sign(claims(), key=key, alg="ES256"), "alice")
+    assert raised.value.reason == "algorithm"
+
+
+def test_weak_key_types_are_refused_at_start() -> None:
+    """Only Ed25519, P-256 and RSA of 2048 bits or more can be configured."""
+    weak = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(ConfigError, match="Ed25519, P-256 or RSA"):
+        DeviceAssertionVerifier({"k": public_pem(weak)})
+
+
 def test_payload_swap_breaks_the_signature() -> None:
     """Putting bob's name in alice's signed assertion invalidates it."""
     head, _, signature = sign(claims()).split(".")

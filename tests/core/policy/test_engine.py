@@ -399,3 +399,18 @@ def test_forged_grant_for_other_user_is_not_a_grant(default_engine: PolicyEngine
     ctx = good_context(grants=[{"action": "elevated_roles", "resource": "admin"}])
     decision = default_engine.decide("user:alice", "dataset.read", "dataset:customers", ctx)
     assert not decision.allowed
+
+
+def test_direct_store_change_also_invalidates_cache(
+    engine_copy: Callable[..., PolicyEngine],
+) -> None:
+    """Changing entities through engine.entities (not the engine's methods) cannot leave a stale allow."""
+    engine = engine_copy()
+    ctx = good_context()
+    assert engine.decide("user:alice", "dataset.read", "dataset:sales", ctx).allowed
+    engine.entities.upsert(
+        [build.dataset("sales", sensitivity="restricted", environment="train", team="analytics")]
+    )
+    decision = engine.decide("user:alice", "dataset.read", "dataset:sales", ctx)
+    assert not decision.allowed
+    assert not decision.cached
