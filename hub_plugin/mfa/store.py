@@ -1,0 +1,295 @@
+"""Where second factors live: enrolments, recovery-code hashes, failure counters, sightings.
+
+SQLAlchemy Core over any database the hub can reach (SQLite by default). TOTP
+secrets are stored sealed (``NBGuard.secret_keys``), recovery codes only as
+salted hashes. Every check-and-update that guards against replay (the TOTP step,
+a recovery code) is one conditional UPDATE, so two hub requests racing with the
+same code cannot both win.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from nbguard.encryption import SecretBox
+from nbguard.errors import ConfigError, MFAError, NBGuardError
+
+metadata = MetaData()
+
+totp_table = Table(
+    "nbguard_mfa_totp",
+    metadata,
+    Column("username", String(256), primary_key=True),
+    Column("secret", Text, nullable=False),
+    Column("last_step", BigInteger, nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+recovery_table = Table(
+    "nbguard_mfa_recovery",
+    metadata,
+    Column("username", String(256), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("code_hash", String(256), nullable=False),
+    Column("used_at", Float, nullable=True),
+)
+
+failure_table = Table(
+    "nbguard_mfa_failures",
+    metadata,
+    Column("key", String(512), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure", Float, nullable=False),
+)
+
+seen_table = Table(
+    "nbguard_seen",
+    metadata,
+    Column("username", String(256), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("fingerprint", String(128), primary_key=True),
+    Column("first_seen", Float, nullable=False),
+)
+
+
+class StoreError(NBGuardError):
+    """The MFA database failed; the login fails closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TOTPEnrolment:
+    """A user's active TOTP factor (secret opened)."""
+
+    secret: str
+    last_step: int | None
+
+
+class MFAStore:
+    """Second-factor state of every user, in one database."""
+
+    def __init__(self, url: str, secrets: SecretBox) -> None:
+        try:
+            self.engine = create_engine(url)
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as error:
+            raise ConfigError(f"NBGuard.mfa_db_url: cannot open {url!r}: {error}") from error
+        self.secrets = secrets
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # -- TOTP ------------------------------------------------------------------
+
+    def totp(self, username: str) -> TOTPEnrolment | None:
+        """The user's TOTP enrolment, or None when they have none."""
+        with self._connect() as conn:
+            row = conn.execute(
+                select(totp_table.c.secret, totp_table.c.last_step).where(
+                    totp_table.c.username == username
+                )
+            ).first()
+        if row is None:
+            return None
+        secret = self.secrets.open(row.secret).decode("ascii")
+        return TOTPEnrolment(secret, row.last_step)
+
+    def enrol_totp(
+        self, username: str, secret: str, step: int, recovery_hashes: Sequence[str]
+    ) -> None:
+        """Activate a confirmed TOTP factor and its recovery codes; MFAError if one exists."""
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    insert(totp_table).values(
+                        username=username,
+                        secret=self.secrets.seal(secret.encode("ascii")),
+                        last_step=step,
+                        created_at=time.time(),
+                    )
+                )
+                conn.execute(delete(recovery_table).where(recovery_table.c.username == username))
+                if recovery_hashes:
+                    conn.execute(
+                        insert(recovery_table),
+                        [
+                            {"username": username, "position": i, "code_hash": h, "used_at": None}
+                            for i, h in enumerate(recovery_hashes)
+                        ],
+                    )
+        except IntegrityError as error:
+            raise MFAError("a second factor is already enrolled", reason="invalid") from error
+
+    def accept_step(self, username: str, step: int) -> None:
+        """Record ``step`` as used; MFAError ``replayed`` if it (or a later one) already was.
+
+        The sealed secret is re-sealed under the first key at the same time, so
+        secrets move to a new key as their users log in.
+        """
+        with self._begin() as conn:
+            row = conn.execute(
+                select(totp_table.c.secret).where(totp_table.c.username == username)
+            ).first()
+            if row is None:
+                raise MFAError("no second factor enrolled", reason="not_enrolled")
+            result = conn.execute(
+                update(totp_table)
+                .where(totp_table.c.username == username)
+                .where((totp_table.c.last_step.is_(None)) | (totp_table.c.last_step < step))
+                .values(last_step=step, secret=self.secrets.rotate(row.secret))
+            )
+            if result.rowcount != 1:
+                raise MFAError("TOTP code already used", reason="replayed")
+
+    def is_enrolled(self, username: str) -> bool:
+        """True when the user has an active second factor."""
+        with self._connect() as conn:
+            row = conn.execute(
+                select(totp_table.c.username).where(totp_table.c.username == username)
+            ).first()
+        return row is not None
+
+    def reset(self, username: str) -> bool:
+        """Remove the user's factor, recovery codes and counters; True if there was a factor."""
+        with self._begin() as conn:
+            removed = conn.execute(delete(totp_table).where(totp_table.c.username == username))
+            conn.execute(delete(recovery_table).where(recovery_table.c.username == username))
+            conn.execute(delete(failure_table).where(failure_table.c.key == user_key(username)))
+        return bool(removed.rowcount)
+
+    # -- recovery codes --------------------------------------------------------------
+
+    def recovery_hashes(self, username: str) -> list[str | None]:
+        """The user's recovery-code hashes by position; used codes are None."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                select(recovery_table.c.code_hash, recovery_table.c.used_at)
+                .where(recovery_table.c.username == username)
+                .order_by(recovery_table.c.position)
+            ).all()
+        return [None if row.used_at is not None else row.code_hash for row in rows]
+
+    def use_recovery_code(self, username: str, position: int) -> None:
+        """Mark a recovery code used; MFAError ``replayed`` if it already was."""
+        with self._begin() as conn:
+            result = conn.execute(
+                update(recovery_table)
+                .where(recovery_table.c.username == username)
+                .where(recovery_table.c.position == position)
+                .where(recovery_table.c.used_at.is_(None))
+                .values(used_at=time.time())
+            )
+        if result.rowcount != 1:
+            raise MFAError("recovery code already used", reason="replayed")
+
+    # -- failure counters -------------------------------------------------------------
+
+    def failures(self, key: str) -> tuple[int, float]:
+        """Consecutive failures counted under ``key`` and the time of the last one."""
+        with self._connect() as conn:
+            row = conn.execute(
+                select(failure_table.c.failures, failure_table.c.last_failure).where(
+                    failure_table.c.key == key
+                )
+            ).first()
+        return (0, 0.0) if row is None else (int(row.failures), float(row.last_failure))
+
+    def add_failure(self, key: str, now: float) -> int:
+        """Count one more failure under ``key``; return the new count."""
+        with self._begin() as conn:
+            result = conn.execute(
+                update(failure_table)
+                .where(failure_table.c.key == key)
+                .values(failures=failure_table.c.failures + 1, last_failure=now)
+            )
+            if result.rowcount == 0:
+                conn.execute(insert(failure_table).values(key=key, failures=1, last_failure=now))
+            row = conn.execute(
+                select(failure_table.c.failures).where(failure_table.c.key == key)
+            ).one()
+        return int(row.failures)
+
+    def clear_failures(self, key: str) -> None:
+        """Forget the failures counted under ``key``."""
+        with self._begin() as conn:
+            conn.execute(delete(failure_table).where(failure_table.c.key == key))
+
+    # -- sightings (first-seen devices and networks) ---------------------------------------
+
+    def has_seen(self, username: str, kind: str, fingerprint: str) -> bool:
+        """True when ``username`` completed a login from this device or network before."""
+        with self._connect() as conn:
+            row = conn.execute(
+                select(seen_table.c.first_seen).where(
+                    (seen_table.c.username == username)
+                    & (seen_table.c.kind == kind)
+                    & (seen_table.c.fingerprint == fingerprint)
+                )
+            ).first()
+        return row is not None
+
+    def remember(self, username: str, kind: str, fingerprint: str) -> None:
+        """Note that ``username`` completed a login from this device or network."""
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    insert(seen_table).values(
+                        username=username,
+                        kind=kind,
+                        fingerprint=fingerprint,
+                        first_seen=time.time(),
+                    )
+                )
+        except IntegrityError:
+            pass  # seen before: the first sighting is what counts
+
+    # -- connections -----------------------------------------------------------------
+
+    def _connect(self) -> AbstractContextManager[Connection]:
+        return self._guarded(begin=False)
+
+    def _begin(self) -> AbstractContextManager[Connection]:
+        return self._guarded(begin=True)
+
+    @contextmanager
+    def _guarded(self, *, begin: bool) -> Iterator[Connection]:
+        # Database trouble becomes StoreError so that logins fail closed with a
+        # clear message; IntegrityError stays, callers use it for "already there".
+        try:
+            with self.engine.begin() if begin else self.engine.connect() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as error:
+            raise StoreError(f"MFA database unavailable: {error}") from error
+
+
+def user_key(username: str) -> str:
+    """The failure-counter key of a user."""
+    return f"user:{username}"
+
+
+def client_key(address: str) -> str:
+    """The failure-counter key of a client address."""
+    return f"client:{address}"

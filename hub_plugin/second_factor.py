@@ -1,0 +1,148 @@
+"""Checking a second factor: lockout, TOTP or recovery code, replay refusal, records.
+
+One place for the rules every page that asks for a code follows (the login
+challenge, enrolment and step-up), so that none of them can forget the lockout,
+the replay check or the ledger record.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nbguard.errors import MFAError
+from nbguard.hub_plugin.mfa import recovery, totp
+from nbguard.hub_plugin.mfa.store import client_key, user_key
+
+if TYPE_CHECKING:
+    from nbguard.hub_plugin.hub_guard import NBGuard
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """What the enrolment page shows: the secret, its URI and the QR code."""
+
+    secret: str
+    uri: str
+    qr_svg: str
+
+
+class SecondFactor:
+    """Verifies codes for one hub, with lockout and ledger records."""
+
+    def __init__(self, guard: NBGuard) -> None:
+        self.guard = guard
+
+    # -- lockout -----------------------------------------------------------------
+
+    def _counts(self, key: str, now: float) -> tuple[int, float]:
+        failures, last = self.guard.store.failures(key)
+        # A counter forgets once the longest lockout has passed with no failure.
+        if failures and now - last > self.guard.lockout.max_delay:
+            return 0, 0.0
+        return failures, last
+
+    def check_lockout(self, username: str, client_ip: str, *, now: float | None = None) -> None:
+        """Raise MFAError ``locked`` (with ``retry_after``) while user or client is locked."""
+        moment = time.time() if now is None else now
+        for key in (user_key(username), client_key(client_ip)):
+            failures, last = self._counts(key, moment)
+            self.guard.lockout.check(failures, last, moment)
+
+    async def _failed(
+        self, username: str, client_ip: str, session: str | None, method: str, error: MFAError
+    ) -> int:
+        now = time.time()
+        counts = []
+        for key in (user_key(username), client_key(client_ip)):
+            before, _ = self._counts(key, now)
+            if before == 0:
+                self.guard.store.clear_failures(key)
+            counts.append(self.guard.store.add_failure(key, now))
+        failures = max(counts)
+        await self.record(
+            "verify", "failure", method, username, session, client_ip=client_ip,
+            failures=failures, reason=error.reason,
+        )  # fmt: skip
+        if failures == self.guard.lockout.free_attempts:
+            delay = self.guard.lockout.delay_after(failures)
+            await self.record(
+                "lockout", "failure", method, username, session, client_ip=client_ip,
+                failures=failures, reason=f"locked for {delay} s",
+            )  # fmt: skip
+        return failures
+
+    # -- verification ------------------------------------------------------------------
+
+    async def verify(
+        self, username: str, code: str, *, client_ip: str, session: str | None, event: str
+    ) -> str:
+        """Check ``code`` (TOTP or recovery code); return the method that matched.
+
+        Raises MFAError: ``locked`` before any check while locked out,
+        ``not_enrolled``, ``invalid`` or ``replayed``. Failures are counted and
+        recorded; a success clears the user's counter and is recorded as ``event``
+        (``verify`` or ``step-up``).
+        """
+        self.check_lockout(username, client_ip)
+        enrolment = self.guard.store.totp(username)
+        if enrolment is None:
+            raise MFAError("no second factor enrolled", reason="not_enrolled")
+        text = code.strip() if isinstance(code, str) else ""
+        method = "totp" if text.replace(" ", "").isdigit() else "recovery-code"
+        try:
+            if method == "totp":
+                step = totp.verify_code(
+                    enrolment.secret, text, last_step=enrolment.last_step, settings=self.guard.totp
+                )
+                self.guard.store.accept_step(username, step)
+            else:
+                index = recovery.match_code(text, self.guard.store.recovery_hashes(username))
+                self.guard.store.use_recovery_code(username, index)
+        except MFAError as error:
+            await self._failed(username, client_ip, session, method, error)
+            raise
+        self.guard.store.clear_failures(user_key(username))
+        await self.record(event, "success", method, username, session, client_ip=client_ip)
+        return method
+
+    # -- enrolment ------------------------------------------------------------------------
+
+    def offer(self, username: str, secret: str | None) -> Enrolment:
+        """The enrolment material for ``secret`` (a new one when None)."""
+        chosen = secret or totp.new_secret()
+        uri = totp.provisioning_uri(chosen, username, self.guard.totp)
+        return Enrolment(chosen, uri, totp.qr_code_svg(uri))
+
+    async def confirm(
+        self, username: str, secret: str, code: str, *, client_ip: str, session: str | None
+    ) -> list[str]:
+        """Activate ``secret`` once ``code`` matches it; return the new recovery codes."""
+        self.check_lockout(username, client_ip)
+        try:
+            step = totp.verify_code(secret, code, last_step=None, settings=self.guard.totp)
+        except MFAError as error:
+            await self._failed(username, client_ip, session, "totp", error)
+            raise
+        codes = recovery.generate_codes(self.guard.recovery_code_count)
+        self.guard.store.enrol_totp(username, secret, step, [recovery.hash_code(c) for c in codes])
+        self.guard.store.clear_failures(user_key(username))
+        await self.record("enrol", "success", "totp", username, session, client_ip=client_ip)
+        return codes
+
+    # -- records ------------------------------------------------------------------------------
+
+    async def record(
+        self,
+        event: str,
+        outcome: str,
+        method: str,
+        username: str,
+        session: str | None,
+        **extra: Any,
+    ) -> None:
+        """Append an ``mfa`` ledger record (awaits durability)."""
+        body = {"event": event, "outcome": outcome, "method": method}
+        body.update({k: v for k, v in extra.items() if v not in (None, "")})
+        await self.guard.ledger.append_async("mfa", body, actor=username, session=session)
