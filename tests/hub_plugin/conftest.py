@@ -82,7 +82,11 @@ async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     finally:
         app.log.handlers = []
         MockHub.clear_instance()
+        proxy = getattr(app.proxy, "proxy_process", None)
         await app.stop()
+        if proxy is not None:
+            # JupyterHub terminates its proxy without waiting for it.
+            proxy.wait(10)
         app.authenticator.nbguard.close()
         keeper.keys = saved_keys
 
