@@ -30,12 +30,30 @@ fails when it is out of date.
 """
 
 
+#: The zones' packages live in folders of their own (setuptools ``package-dir``), so
+#: walking ``nbguard.__path__`` alone would not find them.
+ZONE_PACKAGES = ("nbguard.hub_plugin", "nbguard.server_extension", "nbguard.kernel_hooks")
+
+
+def module_names() -> list[str]:
+    """Every nbguard module name, the zones' included (config files are not modules)."""
+    names = [info.name for info in pkgutil.walk_packages(nbguard.__path__, "nbguard.")]
+    for package_name in ZONE_PACKAGES:
+        try:
+            package = importlib.import_module(package_name)
+        except ImportError:
+            continue
+        names.append(package_name)
+        names += [i.name for i in pkgutil.walk_packages(package.__path__, f"{package_name}.")]
+    return [name for name in names if not name.endswith("jupyterhub_config")]
+
+
 def configurable_classes() -> list[type[Configurable]]:
     """Every Configurable subclass defined in an importable nbguard module."""
     found: dict[str, type[Configurable]] = {}
-    for info in pkgutil.walk_packages(nbguard.__path__, "nbguard."):
+    for name in module_names():
         try:
-            module = importlib.import_module(info.name)
+            module = importlib.import_module(name)
         except ImportError:
             continue
         for _, cls in inspect.getmembers(module, inspect.isclass):
