@@ -7,6 +7,14 @@ prove a ledger intact; the byte format is specified in ``docs/ledger-format.md``
 from nbguard.ledger.checkpoints import Checkpoint
 from nbguard.ledger.ledger import Ledger
 from nbguard.ledger.verify import VerifyReport, verify_export, verify_store
-from nbguard.ledger.writer import Receipt
+from nbguard.ledger.writer import PendingReceipt, Receipt
 
-__all__ = ["Checkpoint", "Ledger", "Receipt", "VerifyReport", "verify_export", "verify_store"]
+__all__ = [
+    "Checkpoint",
+    "Ledger",
+    "PendingReceipt",
+    "Receipt",
+    "VerifyReport",
+    "verify_export",
+    "verify_store",
+]

@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,7 +22,7 @@ from nbguard.ledger.schemas import packaged_schemas
 from nbguard.ledger.store import LedgerStore
 from nbguard.ledger.verify import VerifyReport, verify_store
 from nbguard.ledger.witness import WitnessPublisher, read_witness_file, witness_from_spec
-from nbguard.ledger.writer import GroupCommitWriter, Receipt
+from nbguard.ledger.writer import Committed, GroupCommitWriter, PendingReceipt, Receipt
 
 
 class Ledger(LoggingConfigurable):
@@ -235,8 +234,11 @@ class Ledger(LoggingConfigurable):
         actor: str,
         session: str | None = None,
         durability: str | None = None,
-    ) -> Future[Receipt]:
-        """Validate a record now and queue it; the future resolves once it is durable."""
+    ) -> PendingReceipt:
+        """Validate a record now and queue it; the PendingReceipt resolves once it is durable.
+
+        Raises RecordValidationError at once for an invalid record (nothing queued).
+        """
         mode = durability or self.durability
         if mode not in ("group", "record"):
             raise ConfigError(f"durability must be 'group' or 'record', not {mode!r}")
@@ -264,7 +266,7 @@ class Ledger(LoggingConfigurable):
             )
             for kind, body, actor, session in records
         ]
-        return [future.result() for future in self._writer.submit_many(prepared)]
+        return [pending.result() for pending in self._writer.submit_many(prepared)]
 
     async def append_async(
         self,
@@ -276,16 +278,27 @@ class Ledger(LoggingConfigurable):
         durability: str | None = None,
     ) -> Receipt:
         """Like ``append`` but awaits durability without blocking the event loop."""
-        future = self.append_nowait(kind, body, actor=actor, session=session, durability=durability)
-        return await asyncio.wrap_future(future)
+        pending = self.append_nowait(
+            kind, body, actor=actor, session=session, durability=durability
+        )
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Receipt] = loop.create_future()
 
-    def _commit(self, batch: Sequence[PreparedRecord]) -> list[tuple[int, str]]:
-        results, checkpoint = self._store.append(batch, self._checkpointer if self._key else None)
+        def committed(done: PendingReceipt) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(_settle, waiter, done)
+
+        pending.add_done_callback(committed)
+        return await waiter
+
+    def _commit(self, batch: Sequence[PreparedRecord]) -> Committed:
+        first, hashes, checkpoint = self._store.append(
+            batch, self._checkpointer if self._key else None
+        )
         if checkpoint is not None:
             self._signed(checkpoint)
         elif self._unsigned_since is None and self._key is not None:
             self._unsigned_since = time.time()
-        return results
+        return Committed(first, hashes)
 
     # -- checkpoints --------------------------------------------------------------
 
@@ -375,3 +388,14 @@ class Ledger(LoggingConfigurable):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _settle(waiter: asyncio.Future[Receipt], pending: PendingReceipt) -> None:
+    """Hand a committed (or failed) record's outcome to an awaiting coroutine."""
+    if waiter.cancelled():
+        return
+    error = pending.exception(0)
+    if error is None:
+        waiter.set_result(pending.result(0))
+    else:
+        waiter.set_exception(error)

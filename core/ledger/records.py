@@ -4,8 +4,9 @@ A record has three representations, all defined in ``docs/ledger-format.md``:
 
 * the *core*: canonical JSON of the record with every personal field removed
   (``{"body": ..., "kind": ..., "session": ..., "time": ..., "v": ...}``);
-* the *personal part*: ``[[path, salt, value], ...]`` in path order for each
-  personal field present (``"actor"`` and each ``"body.<name>"`` the schema marks);
+* the *personal part*: for each personal field present (``"actor"`` and each
+  ``"body.<name>"`` the schema marks), in path order, the canonical
+  ``{"path": ..., "salt": ..., "value": ...}`` its commitment hashes, one per line;
 * the *commitments*: ``{path: SHA-256(canonical {"path", "salt", "value"})}``.
 
 The record hash is SHA-256 over the canonical JSON of
@@ -20,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from nbguard.errors import LedgerIntegrityError, RecordValidationError
@@ -31,35 +31,47 @@ from nbguard.ledger.canonical import (
     encode_text,
     format_time,
 )
+from nbguard.ledger.chain import (
+    GENESIS_HASH,
+    ChainEntry,
+    commitment,
+    commitments_of,
+    personal_entries,
+    seal,
+)
 from nbguard.ledger.schemas import SchemaRegistry
 
-#: The ``prev`` of the first record.
-GENESIS_HASH = "0" * 64
+__all__ = [
+    "ACTOR",
+    "GENESIS_HASH",
+    "ChainEntry",
+    "PreparedRecord",
+    "commitment",
+    "commitments_of",
+    "export_line",
+    "personal_entries",
+    "prepare_record",
+    "seal",
+    "sealed_parts",
+]
+
 #: The personal envelope field; body fields are ``"body.<name>"``.
 ACTOR = "actor"
 _SALT_BYTES = 16
 _MAX_ID_LENGTH = 256
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedRecord:
-    """A validated record waiting for its sequence number."""
+class PreparedRecord(NamedTuple):
+    """A validated record waiting for its sequence number (a tuple: cheap to make and keep)."""
 
     kind: str
     time: str
+    #: Canonical JSON of the core, as stored and hashed.
     core: str
-    personal: str | None
+    #: The stored personal part: each field's commitment preimage, one per line.
+    personal: str
+    #: Canonical JSON bytes of ``{path: commitment}``.
     commitments: bytes
-
-
-class ChainEntry(NamedTuple):
-    """What verification needs of one record; ``prev`` is None when the source has none."""
-
-    seq: int
-    prev: str | None
-    core: bytes
-    commitments: bytes
-    hash: str
 
 
 def prepare_record(
@@ -77,59 +89,58 @@ def prepare_record(
     kept on failure.
     """
     schema = schemas.current(kind)
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise RecordValidationError(f"{kind} record: body must be an object", field="body")
-    _check_id(actor, "actor", optional=False)
-    _check_id(session, "session", optional=True)
+    # Plain ASCII ids of sane length, the usual case, need no further look.
+    if type(actor) is not str or not 0 < len(actor) <= _MAX_ID_LENGTH or not actor.isascii():
+        _check_id(actor, "actor", optional=False)
+    if session is not None and (
+        type(session) is not str or not 0 < len(session) <= _MAX_ID_LENGTH or not session.isascii()
+    ):
+        _check_id(session, "session", optional=True)
     check_canonical(body, "body")
     schema.validate(body)
-    personal_names = schema.personal
     public = body
-    # In path order ("actor" sorts before "body.*"), as the commitments map needs.
-    fields: list[tuple[str, Any]] = [(ACTOR, actor)]
-    if personal_names:
-        public = {name: value for name, value in body.items() if name not in personal_names}
-        fields += [(f"body.{name}", body[name]) for name in personal_names if name in body]
-    salts = os.urandom(_SALT_BYTES * len(fields)).hex()
-    step = 2 * _SALT_BYTES
-    # Each value is encoded once: the same canonical text is hashed into its
-    # commitment and stored in the personal part (any compact JSON will do there).
-    stored: list[str] = []
-    committed: list[str] = []
-    for index, (path, value) in enumerate(fields):
-        path_json = encode_text(path)
-        salt = salts[index * step : (index + 1) * step]
-        value_json = encode(value)
-        digest = _sha256(
-            ('{"path":' + path_json + ',"salt":"' + salt + '","value":' + value_json + "}").encode()
-        ).hexdigest()
-        stored.append("[" + path_json + ',"' + salt + '",' + value_json + "]")
-        committed.append(path_json + ':"' + digest + '"')
-    moment = time or format_time()
+    salts = _urandom(_SALT_BYTES * (1 + len(schema.personal))).hex()
+    # The preimage of each commitment is stored as it is hashed (one per line:
+    # canonical JSON has no raw newline), so verification hashes the stored text
+    # as it stands instead of parsing and re-encoding it. Paths in path order:
+    # "actor" sorts before every "body.*".
+    preimage = f'{{"path":"actor","salt":"{salts[:32]}","value":{encode_text(actor)}}}'
+    stored = [preimage]
+    committed = [f'"actor":"{_sha256(preimage.encode()).hexdigest()}"']
+    if schema.personal:
+        public = body.copy()
+        offset = 32
+        for name, path_json in schema.personal_paths:
+            if name not in public:
+                continue
+            value = public.pop(name)
+            value_json = encode_text(value) if type(value) is str else encode(value)
+            salt = salts[offset : offset + 32]
+            offset += 32
+            preimage = f'{{"path":{path_json},"salt":"{salt}","value":{value_json}}}'
+            stored.append(preimage)
+            committed.append(f'{path_json}:"{_sha256(preimage.encode()).hexdigest()}"')
+    if time is None:
+        moment = format_time()  # digits, '-', ':', '.', 'T', 'Z': nothing to escape
+        moment_json = f'"{moment}"'
+    else:
+        check_canonical(time, "time")
+        moment, moment_json = time, encode_text(time)
+    session_json = "null" if session is None else encode_text(session)
     # The core's keys in canonical (sorted) order, assembled around one encoding of the body.
     core = (
-        '{"body":' + encode(public) + ',"kind":' + encode_text(kind)
-        + ',"session":' + ("null" if session is None else encode_text(session))
-        + ',"time":' + encode_text(moment) + ',"v":' + str(schema.version) + "}"
-    )  # fmt: skip
+        f'{{"body":{encode(public)},"kind":{schema.kind_json},"session":{session_json},'
+        f'"time":{moment_json},"v":{schema.version}}}'
+    )
     return PreparedRecord(
-        kind=kind,
-        time=moment,
-        core=core,
-        personal="[" + ",".join(stored) + "]",
-        commitments=("{" + ",".join(committed) + "}").encode(),
+        kind, moment, core, "\n".join(stored), f"{{{','.join(committed)}}}".encode()
     )
 
 
 _sha256 = hashlib.sha256
-
-
-def _commitment_map(entries: list[list[Any]]) -> bytes:
-    """Canonical ``{path: commitment}`` of ``[path, salt, value]`` entries sorted by path."""
-    items = []
-    for path, salt, value in entries:
-        items.append(encode(path) + ':"' + commitment(path, salt, value) + '"')
-    return ("{" + ",".join(items) + "}").encode("utf-8")
+_urandom = os.urandom
 
 
 def _check_id(value: Any, field: str, *, optional: bool) -> None:
@@ -143,43 +154,6 @@ def _check_id(value: Any, field: str, *, optional: bool) -> None:
     check_canonical(value, field)
 
 
-def commitment(path: str, salt: str, value: Any) -> str:
-    """Return the hex SHA-256 commitment to one personal field's value.
-
-    The hashed bytes are the canonical JSON of ``{"path": ..., "salt": ..., "value": ...}``,
-    assembled directly (keys already in order) because this runs for every
-    personal field of every record appended or verified.
-    """
-    # Strings, the usual case, skip the general encoder; anything else (even a
-    # tampered non-string path or salt) is encoded canonically all the same.
-    text = (
-        '{"path":' + (encode_text(path) if type(path) is str else encode(path))
-        + ',"salt":' + (encode_text(salt) if type(salt) is str else encode(salt))
-        + ',"value":' + (encode_text(value) if type(value) is str else encode(value)) + "}"
-    )  # fmt: skip
-    return _sha256(text.encode("utf-8")).hexdigest()
-
-
-def commitments_of(personal: str | None) -> bytes:
-    """Recompute the canonical commitments map from a stored personal part."""
-    if not personal:
-        return b"{}"
-    return _commitment_map(_parse(personal))
-
-
-_parse = json.JSONDecoder().decode
-
-
-def seal(seq: int, prev: str, core: bytes, commitments: bytes) -> str:
-    """Return the hex record hash of record ``seq`` chained after ``prev``."""
-    digest = hashlib.sha256(b'{"personal":')
-    digest.update(commitments)
-    digest.update(b',"prev":"' + prev.encode("ascii") + b'","record":')
-    digest.update(core)
-    digest.update(b',"seq":%d}' % seq)
-    return digest.hexdigest()
-
-
 def export_line(
     seq: int, prev: str, record_hash: str, core: str, personal: str | None, *, redact: bool
 ) -> dict[str, Any]:
@@ -190,7 +164,7 @@ def export_line(
     """
     record = json.loads(core)
     line: dict[str, Any] = {"type": "record", "seq": seq, "prev": prev, "hash": record_hash}
-    entries = json.loads(personal) if personal else []
+    entries = personal_entries(personal)
     if redact:
         line["redacted"] = {path: commitment(path, salt, value) for path, salt, value in entries}
     else:

@@ -27,6 +27,7 @@ import fastjsonschema
 import jsonschema
 
 from nbguard.errors import ConfigError, RecordValidationError
+from nbguard.ledger.canonical import check_canonical, encode_text
 
 _ID = re.compile(r"^urn:nbguard:ledger:(?P<kind>[a-z][a-z0-9_]*):v(?P<version>[1-9][0-9]*)$")
 
@@ -41,6 +42,10 @@ class RecordSchema:
     document: Mapping[str, Any] = field(repr=False)
     #: Names of the top-level body properties that hold personal data, sorted.
     personal: tuple[str, ...]
+    #: ``(name, canonical JSON of "body.<name>")`` for each personal property, sorted.
+    personal_paths: tuple[tuple[str, str], ...] = field(repr=False, compare=False)
+    #: The kind as canonical JSON, ready to be placed in a record's core.
+    kind_json: str = field(repr=False, compare=False)
     _check: Callable[[Any], Any] = field(repr=False, compare=False)
     _reference: jsonschema.Draft7Validator = field(repr=False, compare=False)
 
@@ -91,12 +96,18 @@ def _load(document: Mapping[str, Any], source: str) -> RecordSchema:
     # redaction the format cannot make.
     if _count_marks(document) != len(personal):
         raise ConfigError(f"{source}: x-personal is only allowed on top-level properties")
+    try:  # personal names become paths in the hashed commitments map
+        check_canonical(dict.fromkeys(personal))
+    except RecordValidationError as error:
+        raise ConfigError(f"{source}: personal property name: {error}") from None
     return RecordSchema(
         kind=match["kind"],
         version=int(version),
         schema_id=document["$id"],
         document=document,
         personal=personal,
+        personal_paths=tuple((name, encode_text(f"body.{name}")) for name in personal),
+        kind_json=encode_text(match["kind"]),
         _check=fastjsonschema.compile(dict(document)),
         _reference=jsonschema.Draft7Validator(document),
     )

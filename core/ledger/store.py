@@ -39,9 +39,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from nbguard.errors import ConfigError, LedgerError
+from nbguard.ledger.chain import StoredRow
 from nbguard.ledger.checkpoints import Checkpoint
 from nbguard.ledger.records import GENESIS_HASH, PreparedRecord, seal
-from nbguard.ledger.rows import RowInserter
+from nbguard.ledger.rows import Row, RowInserter
 
 metadata = MetaData()
 # SQLite makes only an INTEGER PRIMARY KEY the (fast) rowid.
@@ -184,22 +185,24 @@ class LedgerStore:
 
     def append(
         self, prepared: Sequence[PreparedRecord], checkpointer: Checkpointer | None = None
-    ) -> tuple[list[tuple[int, str]], Checkpoint | None]:
-        """Append records in one transaction; return their ``(seq, hash)`` and any checkpoint.
+    ) -> tuple[int, list[str], Checkpoint | None]:
+        """Append records in one transaction; return the first seq, every hash and any checkpoint.
 
+        The records get consecutive sequence numbers from the first one returned.
         Returns only after the commit, i.e. once the records are durable under
         the store's ``synchronous`` setting. Raises LedgerError if the database fails.
         """
         try:
             with self._write() as connection:
                 seq, prev, cp_seq, cp_at = self._lock_head(connection)
-                rows: list[tuple[int, str, str | None, str]] = []
-                results: list[tuple[int, str]] = []
+                first = seq + 1
+                rows: list[Row] = []
+                hashes: list[str] = []
                 for record in prepared:
                     seq += 1
-                    prev = seal(seq, prev, record.core.encode("utf-8"), record.commitments)
+                    prev = seal(seq, prev, record.core.encode(), record.commitments)
                     rows.append((seq, record.core, record.personal, prev))
-                    results.append((seq, prev))
+                    hashes.append(prev)
                 if rows:
                     self._insert_rows(connection, rows)
                 checkpoint = self._checkpoint(
@@ -210,7 +213,7 @@ class LedgerStore:
                 )
         except SQLAlchemyError as error:
             raise LedgerError(f"ledger write failed: {error}") from error
-        return results, checkpoint
+        return first, hashes, checkpoint
 
     def checkpoint(self, checkpointer: Checkpointer, *, force: bool) -> Checkpoint | None:
         """Sign the current head if ``checkpointer`` finds it due (or ``force``) and unsigned."""
@@ -334,3 +337,54 @@ class Snapshot:
                     yield row[0], row[1], row[2], row[3]
         finally:
             result.close()
+
+    def stored_rows(
+        self,
+        *,
+        first: int = 1,
+        last: int | None = None,
+        batch: int = 10_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> Generator[StoredRow]:
+        """Stream ``(seq, core, personal, hash)`` of records ``first..last`` in sequence order,
+        with ``core`` and ``personal`` as the stored UTF-8 bytes (what verification hashes).
+
+        ``progress(seq)`` is called after each batch. Close the generator when
+        stopping early (``contextlib.closing``): it holds a database cursor.
+        """
+        bounds = f"seq >= {int(first)}" + ("" if last is None else f" AND seq <= {int(last)}")
+        if self._connection.dialect.name == "sqlite":
+            raw = "CAST(core AS BLOB), CAST(personal AS BLOB)"
+        else:
+            raw = "convert_to(core, 'UTF8'), convert_to(personal, 'UTF8')"
+        sql = (
+            f"SELECT seq, {raw}, hash FROM {records_table.name} "  # noqa: S608 - no input
+            f"WHERE {bounds} ORDER BY seq"
+        )
+        yield from _driver_rows(self._connection, sql, batch, progress)
+
+
+def _driver_rows(
+    connection: Connection, sql: str, batch: int, progress: Callable[[int], None] | None
+) -> Generator[Any]:
+    """Rows of one query straight from the DB-API driver, inside this connection's transaction.
+
+    SQLAlchemy's per-row result processing would cost as much as verifying a row.
+    On PostgreSQL the cursor is a named (server-side) one, fetched ``batch`` rows
+    at a time, so memory stays flat however long the ledger.
+    """
+    driver = connection.connection.driver_connection
+    assert driver is not None  # noqa: S101 - an open connection has one
+    if connection.dialect.name == "postgresql":
+        cursor = driver.cursor(name=f"nbguard_rows_{uuid.uuid4().hex}")
+        cursor.itersize = batch
+    else:
+        cursor = driver.cursor()
+    try:
+        cursor.execute(sql)
+        while chunk := cursor.fetchmany(batch):
+            yield from chunk
+            if progress is not None:
+                progress(chunk[-1][0])
+    finally:
+        cursor.close()

@@ -13,7 +13,7 @@ after the last good checkpoint when only a checkpoint can tell.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +21,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from nbguard.errors import LedgerIntegrityError
+from nbguard.ledger.chain import (
+    GENESIS_HASH,
+    ChainEntry,
+    Segment,
+    altered,
+    check_rows,
+    order_problem,
+    seal,
+)
 from nbguard.ledger.checkpoints import Checkpoint
 from nbguard.ledger.export import read_export
-from nbguard.ledger.records import GENESIS_HASH, ChainEntry, commitments_of, seal
 from nbguard.ledger.schemas import SchemaRegistry, packaged_schemas
 from nbguard.ledger.store import LedgerStore
 
@@ -68,30 +76,68 @@ def verify_chain(
 ) -> VerifyReport:
     """Verify a stream of records against checkpoints; return a report or raise."""
     claims = _claims(ledger_id, checkpoints, keys, witness)
+    segment = _check_entries(entries, claims, progress)
+    report = _conclude(segment, claims, checkpoints, witness, allow_unsigned_tail)
+    if progress is not None:
+        progress(report.records)
+    return report
+
+
+def _check_entries(
+    entries: Iterable[ChainEntry], wanted: Container[int], progress: Progress | None
+) -> Segment:
+    """Check a stream of chain entries from record 1 on; stop at the first problem."""
     expected = 1
     prev = GENESIS_HASH
+    heads: dict[int, str] = {}
+    failure: tuple[int, str] | None = None
+    try:
+        for seq, claimed_prev, core, commitments, stored in entries:
+            if seq != expected:
+                failure = order_problem(expected, seq)
+                break
+            if claimed_prev is not None and claimed_prev != prev:
+                failure = (
+                    seq,
+                    f"record {seq} claims previous hash {claimed_prev}, but record "
+                    f"{seq - 1} hashes to {prev}",
+                )
+                break
+            computed = seal(seq, prev, core, commitments)
+            if computed != stored:
+                failure = altered(seq, computed, stored)
+                break
+            prev = computed
+            if seq in wanted:
+                heads[seq] = computed
+            if progress is not None and seq % _PROGRESS_EVERY == 0:
+                progress(seq)
+            expected += 1
+    except LedgerIntegrityError as error:  # an unreadable entry, where it stands
+        failure = (error.seq if error.seq is not None else -1, str(error))
+    return Segment(GENESIS_HASH, expected - 1, prev, heads, failure)
+
+
+def _conclude(
+    segment: Segment,
+    claims: dict[int, list[_Claim]],
+    checkpoints: Sequence[Checkpoint],
+    witness: Sequence[Checkpoint],
+    allow_unsigned_tail: int,
+) -> VerifyReport:
+    """Judge the checkpoints against the records checked, in sequence order; report or raise.
+
+    Problems are reported in the order a single pass over the records meets them:
+    the checkpoints at records before the first bad record come first.
+    """
+    last = segment.last
     last_signed = 0
     key_ids: set[str] = set()
-    for seq, claimed_prev, core, commitments, stored in entries:
-        if seq != expected:
-            if seq > expected:
-                _fail(expected, f"record {expected} is missing (the next record is {seq})")
-            _fail(seq, f"record {seq} is out of order or duplicated (after record {expected - 1})")
-        if claimed_prev is not None and claimed_prev != prev:
-            _fail(
-                seq,
-                f"record {seq} claims previous hash {claimed_prev}, but record "
-                f"{seq - 1} hashes to {prev}",
-            )
-        computed = seal(seq, prev, core, commitments)
-        if computed != stored:
-            _fail(
-                seq,
-                f"record {seq} was altered: its content hashes to {computed}, "
-                f"not to the stored {stored}",
-            )
-        prev = computed
-        for claim in claims.pop(seq, ()):
+    for seq in sorted(claims):
+        if seq > last:
+            break
+        computed = segment.heads[seq]
+        for claim in claims.pop(seq):
             unproven = f"records {last_signed + 1}..{seq} are not proven intact"
             if claim.problem:
                 _fail(
@@ -107,10 +153,9 @@ def verify_chain(
                 )
             key_ids.add(claim.checkpoint.key_id)
             last_signed = seq
-        if progress is not None and seq % _PROGRESS_EVERY == 0:
-            progress(seq)
-        expected += 1
-    last = expected - 1
+    if segment.failure is not None:
+        seq, message = segment.failure
+        raise LedgerIntegrityError(message, seq=None if seq < 0 else seq)
     if claims:
         beyond = min(claims)
         source = claims[beyond][0].source
@@ -125,11 +170,9 @@ def verify_chain(
             f"records {last_signed + 1}..{last} are not covered by a signed "
             f"checkpoint (allowed unsigned tail: {allow_unsigned_tail})",
         )
-    if progress is not None:
-        progress(last)
     return VerifyReport(
         records=last,
-        head=prev,
+        head=segment.head,
         checkpoints=len(checkpoints),
         witness_checkpoints=len(witness),
         last_signed_seq=last_signed,
@@ -176,22 +219,17 @@ def verify_store(
 ) -> VerifyReport:
     """Verify the ledger in a database, in one consistent snapshot."""
     with store.snapshot() as snapshot:
+        total = snapshot.last_seq()
         if on_total is not None:
-            on_total(snapshot.last_seq())
-        with closing(snapshot.rows()) as rows:
-            entries = (
-                ChainEntry(seq, None, core.encode("utf-8"), commitments_of(personal), record_hash)
-                for seq, core, personal, record_hash in rows
-            )
-            return verify_chain(
-                entries,
-                ledger_id=snapshot.ledger_id,
-                checkpoints=snapshot.checkpoints(),
-                keys=keys,
-                witness=witness,
-                allow_unsigned_tail=allow_unsigned_tail,
-                progress=progress,
-            )
+            on_total(total)
+        checkpoints = snapshot.checkpoints()
+        claims = _claims(snapshot.ledger_id, checkpoints, keys, witness)
+        with closing(snapshot.stored_rows(progress=progress)) as rows:
+            segment = check_rows(rows, first=1, prev=GENESIS_HASH, wanted=claims)
+    report = _conclude(segment, claims, checkpoints, witness, allow_unsigned_tail)
+    if progress is not None:
+        progress(report.records)
+    return report
 
 
 def verify_export(

@@ -1,10 +1,15 @@
 """Group commit: one thread turns queued appends into few, large transactions.
 
-Callers queue prepared records and get a future. The writer thread takes what is
-queued (waiting at most ``max_delay`` seconds for a batch to fill up to
-``max_batch``), commits it in one transaction and only then resolves the futures,
-so an acknowledged record is always durable. A record submitted ``alone`` is
-committed in a transaction of its own.
+Callers queue prepared records and get a :class:`PendingReceipt`. Records are
+gathered into batches as they are queued; the writer thread takes the oldest
+batch (waiting at most ``max_delay`` seconds for it to fill up to ``max_batch``),
+commits it in one transaction and only then completes the batch, so an
+acknowledged record is always durable. A record submitted ``alone`` gets a batch,
+and so a transaction, of its own.
+
+One completion object serves a whole batch: a ``concurrent.futures.Future`` per
+record (with its condition, lock and lists) cost more than hashing the record,
+mostly in the garbage collector's scans of thousands of them in flight.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from nbguard.errors import LedgerError
 from nbguard.ledger.records import PreparedRecord
@@ -33,19 +38,115 @@ class Receipt:
     time: str
 
 
-#: Commits a batch and returns each record's ``(seq, hash)``, in order.
-CommitBatch = Callable[[Sequence[PreparedRecord]], list[tuple[int, str]]]
+class Committed(NamedTuple):
+    """What committing a batch gave: the first record's sequence number and every hash."""
+
+    first_seq: int
+    hashes: list[str]
+
+
+#: Commits a batch of records in one transaction, in order.
+CommitBatch = Callable[[Sequence[PreparedRecord]], Committed]
 #: Called when the writer is idle; returns seconds until it wants calling again, or None.
 IdleHook = Callable[[], "float | None"]
+#: Called once a record's batch is committed or has failed.
+DoneCallback = Callable[["PendingReceipt"], None]
 
 
-class _Pending:
-    __slots__ = ("alone", "future", "record")
+class _Batch:
+    """Records committed together, and the one completion they all wait on."""
 
-    def __init__(self, record: PreparedRecord, alone: bool) -> None:
-        self.record = record
+    __slots__ = ("alone", "callbacks", "committed", "error", "event", "records", "stamps")
+
+    def __init__(self, alone: bool) -> None:
         self.alone = alone
-        self.future: Future[Receipt] = Future()
+        self.records: list[PreparedRecord] = []
+        self.event = threading.Event()
+        self.committed: Committed | None = None
+        self.error: LedgerError | None = None
+        #: ``(kind, time)`` of each record, kept after the records themselves are dropped.
+        self.stamps: list[tuple[str, str]] = []
+        self.callbacks: list[tuple[DoneCallback, PendingReceipt]] | None = []
+
+    def finish(self, committed: Committed | None, error: LedgerError | None) -> None:
+        # Runs on the writer thread only. The committed rows are no longer needed,
+        # only what the receipts show.
+        self.stamps = [(record.kind, record.time) for record in self.records]
+        self.records = []
+        self.committed = committed
+        self.error = error
+        self.event.set()
+        with _callbacks_lock:
+            callbacks, self.callbacks = self.callbacks, None
+        for callback, pending in callbacks or ():
+            _call(callback, pending)
+
+
+#: Guards every batch's callback list (callbacks are rare: asyncio waiters).
+_callbacks_lock = threading.Lock()
+
+
+def _call(callback: DoneCallback, pending: PendingReceipt) -> None:
+    try:
+        callback(pending)
+    except Exception:
+        log.exception("ledger receipt callback %r failed", callback)
+
+
+class PendingReceipt:
+    """The promise of one queued record's :class:`Receipt`.
+
+    ``result()`` returns the Receipt once the record's transaction has committed
+    (under the ledger's ``synchronous`` setting), or raises the LedgerError that
+    stopped it. It offers the parts of ``concurrent.futures.Future`` callers use:
+    ``result``, ``exception``, ``done`` and ``add_done_callback``.
+    """
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        """Whether the record is committed or failed."""
+        return self._batch.event.is_set()
+
+    def result(self, timeout: float | None = None) -> Receipt:
+        """Wait until the record is durable and return its Receipt.
+
+        Raises TimeoutError after ``timeout`` seconds, or the LedgerError of a
+        failed commit (nothing of that batch was stored).
+        """
+        batch = self._batch
+        if not batch.event.wait(timeout):
+            raise TimeoutError(f"ledger record not committed within {timeout} s")
+        committed = batch.committed
+        if committed is None:
+            raise batch.error or LedgerError("ledger record was not committed")
+        index = self._index
+        kind, moment = batch.stamps[index]
+        return Receipt(committed.first_seq + index, committed.hashes[index], kind, moment)
+
+    def exception(self, timeout: float | None = None) -> LedgerError | None:
+        """Wait like ``result`` and return the commit's error, or None if it succeeded."""
+        batch = self._batch
+        if not batch.event.wait(timeout):
+            raise TimeoutError(f"ledger record not committed within {timeout} s")
+        return batch.error
+
+    def add_done_callback(self, callback: DoneCallback) -> None:
+        """Call ``callback(self)`` once the record is committed or failed.
+
+        It runs on the writer thread (or at once, here, if that already happened),
+        so it must be quick; exceptions it raises are logged.
+        """
+        batch = self._batch
+        with _callbacks_lock:
+            if batch.callbacks is not None:
+                batch.callbacks.append((callback, self))
+                return
+        _call(callback, self)
 
 
 class GroupCommitWriter:
@@ -66,7 +167,10 @@ class GroupCommitWriter:
         self._max_delay = max_delay
         self._max_queue = max_queue
         self._on_idle = on_idle
-        self._queue: deque[_Pending] = deque()
+        self._batches: deque[_Batch] = deque()
+        #: The batch group-commit records join; None once taken, full or followed by another.
+        self._open: _Batch | None = None
+        self._queued = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._room = threading.Condition(self._lock)
@@ -75,37 +179,54 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, record: PreparedRecord, *, alone: bool = False) -> Future[Receipt]:
-        """Queue a record; the future resolves to its Receipt once committed."""
-        pending = _Pending(record, alone)
+    def submit(self, record: PreparedRecord, *, alone: bool = False) -> PendingReceipt:
+        """Queue a record; its PendingReceipt resolves once the record is committed."""
         with self._lock:
-            while len(self._queue) >= self._max_queue and not self._closing:
+            while self._queued >= self._max_queue and not self._closing:
                 self._room.wait()
             if self._closing:
                 raise LedgerError("the ledger is closed")
-            self._queue.append(pending)
-            if len(self._queue) == 1 or alone or len(self._queue) >= self._max_batch:
+            batch = self._open
+            if alone or batch is None or len(batch.records) >= self._max_batch:
+                batch = _Batch(alone)
+                self._batches.append(batch)
+                self._open = None if alone else batch
                 self._wake.notify()
-        return pending.future
+            index = len(batch.records)
+            batch.records.append(record)
+            self._queued += 1
+            if index + 1 >= self._max_batch:
+                self._wake.notify()
+        return PendingReceipt(batch, index)
 
-    def submit_many(self, records: Sequence[PreparedRecord]) -> list[Future[Receipt]]:
-        """Queue records in order under one lock (group commit only); one future per record."""
-        pendings = [_Pending(record, False) for record in records]
-        queued = 0
+    def submit_many(self, records: Sequence[PreparedRecord]) -> list[PendingReceipt]:
+        """Queue records in order under one lock (group commit); one receipt per record."""
+        receipts: list[PendingReceipt] = []
         with self._lock:
-            while queued < len(pendings):
-                while len(self._queue) >= self._max_queue and not self._closing:
+            while len(receipts) < len(records):
+                while self._queued >= self._max_queue and not self._closing:
                     self._room.wait()
                 if self._closing:
                     # Earlier parts are queued and will commit; say which did not.
                     raise LedgerError(
-                        f"the ledger is closed ({len(pendings) - queued} records not queued)"
+                        f"the ledger is closed ({len(records) - len(receipts)} records not queued)"
                     )
-                room = self._max_queue - len(self._queue)
-                self._queue.extend(pendings[queued : queued + room])
-                queued += min(room, len(pendings) - queued)
+                batch = self._open
+                if batch is None or len(batch.records) >= self._max_batch:
+                    batch = self._open = _Batch(False)
+                    self._batches.append(batch)
+                start = len(receipts)
+                room = min(
+                    self._max_queue - self._queued,
+                    self._max_batch - len(batch.records),
+                    len(records) - start,
+                )
+                first = len(batch.records)
+                batch.records.extend(records[start : start + room])
+                receipts.extend(PendingReceipt(batch, first + n) for n in range(room))
+                self._queued += room
                 self._wake.notify()
-        return [pending.future for pending in pendings]
+        return receipts
 
     def close(self, timeout: float | None = None) -> None:
         """Commit everything queued, then stop the thread."""
@@ -115,24 +236,31 @@ class GroupCommitWriter:
             self._room.notify_all()
         self._thread.join(timeout)
 
-    def _take(self) -> list[_Pending] | None:
+    def _take(self) -> _Batch | None:
         with self._lock:
-            while not self._queue:
+            while not self._batches:
                 if self._closing:
                     return None
-                if not self._wake.wait(self._idle_after) and not self._queue:
-                    return []  # timed out: time for the idle hook
-            if self._max_delay > 0 and not self._closing:
+                if not self._wake.wait(self._idle_after) and not self._batches:
+                    return None if self._closing else _IDLE
+            batch = self._batches[0]
+            if self._max_delay > 0 and batch is self._open:
+                # Let a young batch fill, until it is full, another batch queues
+                # behind it (an alone record), the delay is over, or we close.
                 deadline = time.monotonic() + self._max_delay
-                while len(self._queue) < self._max_batch and not self._queue[-1].alone:
+                while (
+                    len(batch.records) < self._max_batch
+                    and len(self._batches) == 1
+                    and not self._closing
+                ):
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closing:
+                    if remaining <= 0:
                         break
                     self._wake.wait(remaining)
-            batch = [self._queue.popleft()]
-            if not batch[0].alone:
-                while self._queue and len(batch) < self._max_batch and not self._queue[0].alone:
-                    batch.append(self._queue.popleft())
+            self._batches.popleft()
+            if batch is self._open:
+                self._open = None
+            self._queued -= len(batch.records)
             self._room.notify_all()
             return batch
 
@@ -142,21 +270,21 @@ class GroupCommitWriter:
             batch = self._take()
             if batch is None:
                 return
-            if not batch:
+            if batch is _IDLE:
                 continue
             try:
-                results = self._commit([pending.record for pending in batch])
+                committed = self._commit(batch.records)
             except Exception as error:  # every waiter must hear about any failure
                 failure = error if isinstance(error, LedgerError) else LedgerError(str(error))
                 if failure is not error:
                     failure.__cause__ = error
-                log.error("ledger batch of %d records failed: %s", len(batch), error)
-                for pending in batch:
-                    pending.future.set_exception(failure)
+                log.error("ledger batch of %d records failed: %s", len(batch.records), error)
+                batch.finish(None, failure)
                 continue
-            for pending, (seq, record_hash) in zip(batch, results, strict=True):
-                record = pending.record
-                pending.future.set_result(Receipt(seq, record_hash, record.kind, record.time))
+            if len(committed.hashes) != len(batch.records):  # pragma: no cover - store bug
+                batch.finish(None, LedgerError("ledger store returned the wrong number of hashes"))
+                continue
+            batch.finish(committed, None)
 
     def _run_idle_hook(self) -> None:
         if self._on_idle is None:
@@ -166,3 +294,7 @@ class GroupCommitWriter:
         except Exception:
             log.exception("ledger idle work failed; retrying in a second")
             self._idle_after = 1.0
+
+
+#: Returned by ``_take`` when it timed out waiting: time for the idle hook.
+_IDLE = _Batch(alone=False)

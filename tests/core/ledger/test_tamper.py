@@ -8,6 +8,7 @@ by the witness. Each case names the sequence number verify must report.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 from nbguard.ledger import Ledger
 from nbguard.ledger.checkpoints import sign_checkpoint
 from nbguard.ledger.keys import generate_key_pair, load_signing_key
-from nbguard.ledger.records import commitments_of, seal
+from nbguard.ledger.records import commitments_of, personal_entries, seal
 
 from .conftest import access_body
 
@@ -106,6 +107,19 @@ def edit_personal_field(db: sqlite3.Connection, _: Pristine) -> None:
     db.execute(
         "UPDATE nbguard_ledger_records SET personal = replace(personal, 'alice', 'mallory') "
         "WHERE seq = 23"
+    )
+
+
+def garble_personal_field(db: sqlite3.Connection, _: Pristine) -> None:
+    """Overwrite the personal part with something that is not a stored form at all."""
+    db.execute("UPDATE nbguard_ledger_records SET personal = 'x\n[' WHERE seq = 23")
+
+
+def borrow_personal_part(db: sqlite3.Connection, _: Pristine) -> None:
+    """Give a record the (intact, well-formed) personal part of its neighbour."""
+    db.execute(
+        "UPDATE nbguard_ledger_records SET personal = "
+        "(SELECT personal FROM nbguard_ledger_records WHERE seq = 22) WHERE seq = 23"
     )
 
 
@@ -234,6 +248,8 @@ Tamper = Callable[[sqlite3.Connection, Pristine], None]
 CASES = [
     pytest.param(edit_field, 17, "record 17 was altered", id="edit-field"),
     pytest.param(edit_personal_field, 23, "record 23 was altered", id="edit-personal-field"),
+    pytest.param(garble_personal_field, 23, "record 23 was altered", id="garble-personal"),
+    pytest.param(borrow_personal_part, 23, "record 23 was altered", id="borrow-personal"),
     pytest.param(edit_field_and_its_hash, 18, "record 18 was altered", id="edit-field-and-hash"),
     pytest.param(delete_record, 31, "record 31 is missing", id="delete-record"),
     pytest.param(insert_record, 13, "record 13 was altered", id="insert-record"),
@@ -296,6 +312,23 @@ def test_untouched_ledger_verifies(pristine: Pristine, tmp_path: Path, nbguard) 
         "verify", db_path, "--key", pristine.public_key, "--witness", pristine.witness
     )
     assert status == 0, out
+
+
+def test_older_personal_form_still_verifies(pristine: Pristine, tmp_path: Path, nbguard) -> None:
+    """Rows in the older stored form (a JSON array) verify, and an edit to one is caught."""
+    db_path = _copy(pristine, tmp_path)
+    with sqlite3.connect(db_path) as db:
+        for seq, personal in db.execute("SELECT seq, personal FROM nbguard_ledger_records"):
+            legacy = json.dumps([list(entry) for entry in personal_entries(personal)])
+            db.execute(
+                "UPDATE nbguard_ledger_records SET personal = ? WHERE seq = ?", (legacy, seq)
+            )
+    status, out, _ = nbguard("verify", db_path, "--key", pristine.public_key)
+    assert status == 0, out
+    with sqlite3.connect(db_path) as db:
+        edit_personal_field(db, pristine)
+    status, out, _ = nbguard("verify", db_path, "--key", pristine.public_key)
+    assert out.startswith("FAILED at record 23: record 23 was altered"), out
 
 
 def test_rollback_behind_witness_is_caught(pristine: Pristine, tmp_path: Path, nbguard) -> None:
