@@ -17,6 +17,7 @@ from tornado.web import Finish
 from nbguard.hub_plugin.auth_state import MFAState, with_state
 from nbguard.hub_plugin.pages import finish_page
 from nbguard.hub_plugin.pending import PendingLogin
+from nbguard.hub_plugin.recording import append_record
 from nbguard.hub_plugin.request_context import Observation, risk_level
 from nbguard.hub_plugin.second_factor import SecondFactor
 from nbguard.policy import Decision, EntityRef
@@ -207,7 +208,7 @@ class LoginPolicy:
         }
         if reason:
             body["reason"] = reason[:512]
-        await self.guard.ledger.append_async("login", body, actor=username[:256] or "unknown")
+        await append_record(self.guard, "login", body, actor=username[:256] or "unknown")
 
     async def record_idp_mfa(self, username: str, state: MFAState) -> None:
         """Append the ``mfa`` record of a second factor satisfied by the IdP."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from nbguard.errors import MFAError
 from nbguard.hub_plugin.mfa import recovery, totp
 from nbguard.hub_plugin.mfa.store import client_key, user_key
+from nbguard.hub_plugin.recording import append_record
 
 if TYPE_CHECKING:
     from nbguard.hub_plugin.hub_guard import NBGuard
@@ -145,4 +146,4 @@ class SecondFactor:
         """Append an ``mfa`` ledger record (awaits durability)."""
         body = {"event": event, "outcome": outcome, "method": method}
         body.update({k: v for k, v in extra.items() if v not in (None, "")})
-        await self.guard.ledger.append_async("mfa", body, actor=username, session=session)
+        await append_record(self.guard, "mfa", body, actor=username, session=session)

@@ -14,6 +14,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,17 +65,32 @@ def hub_config(tmp: Path, **nbguard: Any) -> Config:
     return config
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
-    """A running MockHub with nbguard, shared by the tests of one module."""
+async def stop_hub(app: Any) -> None:
+    """What ``MockHub.stop`` does, less its callback that cancels every task of the loop.
+
+    That callback would also cancel the other fixtures' teardown in the shared
+    module-scoped loop.
+    """
+    app._stop_called = True
+    await app.cleanup()
+    app._atexit_ran = True
+    if app.http_server:
+        app.http_server.stop()
+    for callback in app._periodic_callbacks.values():
+        callback.stop()
+    app.db_file.close()
+
+
+@asynccontextmanager
+async def running_hub(config: Config) -> AsyncIterator[Any]:
+    """Start a MockHub (real hub and proxy) with ``config``; stop it afterwards."""
     from jupyterhub import crypto
     from jupyterhub.tests.mocking import MockHub
 
-    tmp = tmp_path_factory.mktemp("hub")
     keeper = crypto.CryptKeeper.instance()
     saved_keys = keeper.keys
     keeper.keys = [os.urandom(32)]
-    app = MockHub.instance(config=hub_config(tmp))
+    app = MockHub.instance(config=config)
     await app.initialize([])
     await app.start()
     try:
@@ -83,12 +99,25 @@ async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
         app.log.handlers = []
         MockHub.clear_instance()
         proxy = getattr(app.proxy, "proxy_process", None)
-        await app.stop()
+        await stop_hub(app)
         if proxy is not None:
             # JupyterHub terminates its proxy without waiting for it.
             proxy.wait(10)
         app.authenticator.nbguard.close()
         keeper.keys = saved_keys
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Any]:
+    """A running MockHub with nbguard, shared by the tests of one module.
+
+    A test module sets ``NBGUARD = {...}`` to configure ``c.NBGuard`` for its hub.
+    """
+    options = getattr(request.module, "NBGUARD", {})
+    async with running_hub(hub_config(tmp_path_factory.mktemp("hub"), **options)) as app:
+        yield app
 
 
 @dataclass
@@ -186,3 +215,15 @@ def new_user(app: Any, *roles: str) -> str:
         [user_entity(name, roles=roles or ("data-scientist",))]
     )
     return name
+
+
+def records(app: Any, kind: str, actor: str) -> list[dict[str, Any]]:
+    """The ledger bodies of ``kind`` whose actor is ``actor``, oldest first."""
+    import io
+    import json
+
+    out = io.StringIO()
+    app.authenticator.nbguard.ledger.export(out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    found = [line["record"] for line in lines if line.get("type") == "record"]
+    return [r["body"] for r in found if r["kind"] == kind and r.get("actor") == actor]

@@ -8,21 +8,9 @@ import pytest
 
 from nbguard.hub_plugin.auth_state import read_state
 
-from .conftest import Browser, later_code, new_user
+from .conftest import Browser, later_code, new_user, records
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-def records(app: Any, kind: str, actor: str) -> list[dict[str, Any]]:
-    """The ledger bodies of ``kind`` whose actor is ``actor``, oldest first."""
-    import io
-    import json
-
-    out = io.StringIO()
-    app.authenticator.nbguard.ledger.export(out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-    found = [line["record"] for line in lines if line.get("type") == "record"]
-    return [r["body"] for r in found if r["kind"] == kind and r.get("actor") == actor]
 
 
 async def test_primary_login_alone_gives_no_session(hub: Any) -> None:
