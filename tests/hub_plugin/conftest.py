@@ -51,6 +51,7 @@ def hub_config(tmp: Path, **nbguard: Any) -> Config:
     config.JupyterHub.authenticator_class = guarded_authenticator(MockPAMAuthenticator)
     config.Authenticator.allow_all = True
     config.JupyterHub.cookie_secret_file = str(tmp / "cookie_secret")
+    config.ConfigurableHTTPProxy.pid_file = str(tmp / "proxy.pid")
     # A prefix, so that nothing assumes the hub is at "/" (MockHub's own prefix has
     # an "@" that the requests library re-quotes).
     config.JupyterHub.bind_url = f"http://127.0.0.1:{random_port()}/prefix/"
