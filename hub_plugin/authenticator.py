@@ -18,12 +18,10 @@ Use it with :func:`guarded_authenticator`::
 from __future__ import annotations
 
 import secrets
-import time
-from copy import deepcopy
 from typing import Any
 
 from nbguard.errors import ConfigError
-from nbguard.hub_plugin.auth_state import MFAState, read_state, with_state
+from nbguard.hub_plugin.auth_state import read_state, with_state
 from nbguard.hub_plugin.hub_guard import NBGuard
 from nbguard.hub_plugin.idp_mfa import idp_did_mfa
 from nbguard.hub_plugin.login_policy import LoginPolicy
@@ -102,23 +100,10 @@ class MFAAuthenticatorMixin:
             decision = login.decide(username, observation, risk, mfa_method="idp")
             if not decision.allowed:
                 await login.refuse(handler, username, decision, observation)
-            now = time.time()
-            state = MFAState(
-                session_id=secrets.token_hex(16),
-                mfa_method="idp",
-                mfa_time=now,
-                login_time=now,
-                client_ip=observation.client_ip,
-                network_zone=observation.zone,
-                device_trusted=observation.device_trusted,
-                device_id=observation.device_id,
-                risk=risk,
-            )
-            await login.record_idp_mfa(username, state)
+            session_id = secrets.token_hex(16)
+            await login.record_idp_mfa(username, session_id, observation.client_ip)
             login.remember(username, observation)
-            model = deepcopy(model)
-            model["auth_state"] = with_state(model.get("auth_state"), state)
-            return model
+            return login.logged_in_model(model, observation, risk, "idp", session_id)
         # Refuse early what no second factor could fix (wrong role, zone, device...).
         decision = login.decide(username, observation, risk, mfa_method="totp")
         if not decision.allowed:

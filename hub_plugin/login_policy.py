@@ -166,20 +166,9 @@ class LoginPolicy:
         decision = self.decide(pending.username, observation, pending.risk, mfa_method=method)
         if not decision.allowed:
             await self.refuse(handler, pending.username, decision, observation)
-        now = time.time()
-        state = MFAState(
-            session_id=pending.session_id,
-            mfa_method=method,
-            mfa_time=now,
-            login_time=now,
-            client_ip=observation.client_ip,
-            network_zone=observation.zone,
-            device_trusted=observation.device_trusted,
-            device_id=observation.device_id,
-            risk=pending.risk,
+        model = self.logged_in_model(
+            pending.auth_model, observation, pending.risk, method, pending.session_id
         )
-        model = deepcopy(pending.auth_model)
-        model["auth_state"] = with_state(model.get("auth_state"), state)
         user = await handler.auth_to_user(model)
         handler.set_login_cookie(user)
         user._auth_refreshed = time.monotonic()
@@ -187,6 +176,27 @@ class LoginPolicy:
         self.remember(pending.username, observation)
         handler.log.info("nbguard: %s logged in with %s", user.name, method)
         return user
+
+    @staticmethod
+    def logged_in_model(
+        model: dict[str, Any], observation: Observation, risk: str, method: str, session_id: str
+    ) -> dict[str, Any]:
+        """A copy of the auth model whose auth state records this login's second factor."""
+        now = time.time()
+        state = MFAState(
+            session_id=session_id,
+            mfa_method=method,
+            mfa_time=now,
+            login_time=now,
+            client_ip=observation.client_ip,
+            network_zone=observation.zone,
+            device_trusted=observation.device_trusted,
+            device_id=observation.device_id,
+            risk=risk,
+        )
+        updated = deepcopy(model)
+        updated["auth_state"] = with_state(model.get("auth_state"), state)
+        return updated
 
     def next_url(self, handler: Any, pending: PendingLogin, user: Any) -> str:
         """Where to go after the login: the URL asked for before it, else the hub default."""
@@ -210,10 +220,10 @@ class LoginPolicy:
             body["reason"] = reason[:512]
         await append_record(self.guard, "login", body, actor=username[:256] or "unknown")
 
-    async def record_idp_mfa(self, username: str, state: MFAState) -> None:
+    async def record_idp_mfa(self, username: str, session_id: str, client_ip: str) -> None:
         """Append the ``mfa`` record of a second factor satisfied by the IdP."""
         await self.factor.record(
-            "verify", "success", "idp", username, state.session_id, client_ip=state.client_ip
+            "verify", "success", "idp", username, session_id, client_ip=client_ip
         )
 
 
