@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     commands.required = True
 
     keygen = commands.add_parser(
-        "keygen", help="write a new Ed25519 checkpoint-signing key pair (mode 0600)"
+        "keygen",
+        help="write a new Ed25519 checkpoint-signing key pair (mode 0600; missing "
+        "directories are created with mode 0700)",
     )
     keygen.add_argument("private_key", metavar="PRIVATE_KEY", help="where to write the private key")
     keygen.add_argument(

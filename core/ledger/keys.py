@@ -98,7 +98,8 @@ def load_public_keys(paths: Iterable[str | Path]) -> dict[str, Ed25519PublicKey]
 def generate_key_pair(private_path: str | Path, public_path: str | Path) -> str:
     """Write a new Ed25519 key pair as PEM files with mode 0600; return its key id.
 
-    Refuses (ConfigError) to overwrite an existing file.
+    Missing parent directories are created with mode 0700. Refuses (ConfigError)
+    to overwrite an existing file.
     """
     private_key = Ed25519PrivateKey.generate()
     private_pem = private_key.private_bytes(
@@ -112,9 +113,29 @@ def generate_key_pair(private_path: str | Path, public_path: str | Path) -> str:
     for path in (private_path, public_path):
         if Path(path).exists():
             raise ConfigError(f"{path} already exists; not overwriting a key")
+    for path in (private_path, public_path):
+        _make_private_parents(Path(path).parent)
     _write_private(private_path, private_pem)
     _write_private(public_path, public_pem)
     return key_id(private_key.public_key())
+
+
+def _make_private_parents(folder: Path) -> None:
+    """Create ``folder`` and its missing ancestors, mode 0700; existing ones are left alone."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:  # pragma: no cover - the root always exists
+            break
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=0o700)
+            os.chmod(created, 0o700)  # whatever the umask
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs, not ours to change
+        except OSError as error:
+            raise ConfigError(f"cannot create directory {created}: {error.strerror}") from None
 
 
 def _write_private(path: str | Path, data: bytes) -> None:
@@ -124,4 +145,5 @@ def _write_private(path: str | Path, data: bytes) -> None:
     except OSError as error:
         raise ConfigError(f"cannot create {path}: {error.strerror}") from None
     with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # exactly 0600, whatever the umask
         handle.write(data)

@@ -138,6 +138,21 @@ class Ledger(LoggingConfigurable):
         """,
     ).tag(config=True)
 
+    witness_token_file = Unicode(
+        "",
+        help="""Path of a file holding a bearer token for the HTTP(S) witnesses.
+
+        When set, every checkpoint POSTed to a ``Ledger.witnesses`` URL carries
+        ``Authorization: Bearer <token>``. The file holds the token on one line
+        (surrounding whitespace is ignored); it is read at start (a missing or
+        empty file stops the ledger from starting) and again at each publish, so
+        a rotated token is picked up without a restart. The token is never
+        logged. Keep the file readable by the hub only, and use ``https://``
+        witnesses: over plain ``http://`` to another host the token travels in
+        clear (a warning is logged). File witnesses ignore it. Default: no token.
+        """,
+    ).tag(config=True)
+
     witness_timeout = Float(
         5.0, help="""Seconds to wait for an HTTP witness before giving up on one checkpoint."""
     ).tag(config=True)
@@ -182,7 +197,12 @@ class Ledger(LoggingConfigurable):
                 "Ledger.signing_key_file is not set: ledger records are chained but not "
                 "signed, so a rewrite of the whole database would go unnoticed"
             )
-        publishers = [witness_from_spec(s, timeout=self.witness_timeout) for s in self.witnesses]
+        publishers = [
+            witness_from_spec(
+                spec, timeout=self.witness_timeout, token_file=self.witness_token_file or None
+            )
+            for spec in self.witnesses
+        ]
         self._store = LedgerStore(self.url, synchronous=self.synchronous)
         self._publisher = WitnessPublisher(publishers) if publishers else None
         self._unsigned_since: float | None = None

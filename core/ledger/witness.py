@@ -56,20 +56,45 @@ class FileWitness:
 
 
 class HttpWitness:
-    """POSTs each checkpoint as JSON to an HTTP(S) endpoint; any 2xx counts as stored."""
+    """POSTs each checkpoint as JSON to an HTTP(S) endpoint; any 2xx counts as stored.
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        if urlparse(url).scheme not in ("http", "https"):
+    With ``token_file``, each request carries ``Authorization: Bearer <token>``,
+    the token read from that file at every publish (so a rotated token is picked
+    up); the token itself is never logged nor shown in ``repr``.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, token_file: str | Path | None = None
+    ) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https"):
             raise ConfigError(f"witness URL must be http or https: {url!r}")
         self.url = url
         self.timeout = timeout
+        self.token_file = Path(token_file) if token_file else None
+        if self.token_file is not None:
+            try:
+                read_token(self.token_file)
+            except OSError as error:
+                raise ConfigError(
+                    f"Ledger.witness_token_file: cannot use {self.token_file}: "
+                    f"{error.strerror or error}"
+                ) from None
+            if parsed.scheme == "http" and parsed.hostname not in _LOOPBACK:
+                log.warning(
+                    "witness %s is plain http: its bearer token crosses the network in clear",
+                    url,
+                )
 
     def publish(self, checkpoint: Checkpoint) -> None:
         """Send the checkpoint; raise OSError on a network error or non-2xx answer."""
+        headers = {"Content-Type": "application/json"}
+        if self.token_file is not None:
+            headers["Authorization"] = f"Bearer {read_token(self.token_file)}"
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
             self.url,
             data=canonical_bytes(checkpoint.to_json()),
-            headers={"Content-Type": "application/json"},
+            headers=headers,
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
@@ -80,11 +105,34 @@ class HttpWitness:
         return f"HttpWitness({self.url!r})"
 
 
-def witness_from_spec(spec: str, *, timeout: float = 5.0) -> Witness:
-    """Return the witness for a spec: an ``http(s)://`` URL, or a file path / ``file://`` URL."""
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def read_token(path: Path) -> str:
+    """Return the bearer token held in ``path`` (one line; surrounding whitespace ignored).
+
+    Raises OSError if the file cannot be read or does not hold exactly one
+    non-empty line (the message never quotes the token).
+    """
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise OSError(f"witness token file {path} is not UTF-8 text") from None
+    if not token or any(char in token for char in "\r\n\0"):
+        raise OSError(f"witness token file {path} must hold exactly one non-empty line")
+    return token
+
+
+def witness_from_spec(
+    spec: str, *, timeout: float = 5.0, token_file: str | Path | None = None
+) -> Witness:
+    """Return the witness for a spec: an ``http(s)://`` URL, or a file path / ``file://`` URL.
+
+    ``token_file`` holds the bearer token sent to HTTP witnesses (files ignore it).
+    """
     scheme = urlparse(spec).scheme
     if scheme in ("http", "https"):
-        return HttpWitness(spec, timeout=timeout)
+        return HttpWitness(spec, timeout=timeout, token_file=token_file)
     if scheme == "file":
         return FileWitness(urlparse(spec).path)
     if scheme and len(scheme) > 1:  # one letter is a Windows drive

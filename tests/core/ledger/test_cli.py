@@ -27,6 +27,19 @@ def test_keygen_writes_private_files(nbguard: Run, tmp_path: Path) -> None:
     assert list(load_public_keys([public])) == [key_id]
 
 
+def test_keygen_creates_missing_directories_private(nbguard: Run, tmp_path: Path) -> None:
+    """keygen creates each missing parent directory with mode 0700 and leaves existing ones."""
+    tmp_path.chmod(0o755)
+    private = tmp_path / "etc" / "nbguard" / "ledger.pem"
+    status, out, _ = nbguard("ledger", "keygen", private)
+    assert status == 0, out
+    for folder in (tmp_path / "etc", tmp_path / "etc" / "nbguard"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert load_signing_key(private).key_id in out
+
+
 def test_keygen_never_overwrites(nbguard: Run, tmp_path: Path) -> None:
     """keygen refuses to replace an existing key (exit 2, file untouched)."""
     private = tmp_path / "ledger.pem"

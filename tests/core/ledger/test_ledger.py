@@ -246,14 +246,22 @@ def test_file_witness_receives_every_checkpoint(make_ledger: MakeLedger, tmp_pat
 
 @pytest.fixture
 def http_witness() -> Iterator[tuple[str, list[dict[str, object]]]]:
-    """A real HTTP server on loopback that stores every JSON body POSTed to it."""
+    """A real HTTP server on loopback that stores every JSON body POSTed to it.
+
+    Each body gets ``"authorization"``: the request's Authorization header (or None).
+    A request whose path ends in ``/refuse`` is answered 401 and not stored.
+    """
     received: list[dict[str, object]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers["Content-Length"])
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(201)
+            body = json.loads(self.rfile.read(length))
+            if self.path.endswith("/refuse"):
+                self.send_response(401)
+            else:
+                received.append({**body, "authorization": self.headers["Authorization"]})
+                self.send_response(201)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -278,6 +286,56 @@ def test_http_witness_receives_checkpoints(
     ledger.close()
     assert [c["seq"] for c in received] == [2, 4, 5]
     assert all(c["type"] == "nbguard.ledger.checkpoint" for c in received)
+    assert all(c["authorization"] is None for c in received)
+
+
+def test_http_witness_sends_bearer_token_never_logged(
+    make_ledger: MakeLedger,
+    http_witness: tuple[str, list[dict[str, object]]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With a token file every POST carries it as a bearer token; logs and reprs never show it."""
+    url, received = http_witness
+    token_file = tmp_path / "witness-token"
+    token_file.write_text("s3cret-t0ken\n")
+    refusing = url.rsplit("/", 1)[0] + "/refuse"
+    with caplog.at_level(logging.DEBUG):
+        ledger = make_ledger(
+            checkpoint_every=2, witnesses=[url, refusing], witness_token_file=str(token_file)
+        )
+        for index in range(3):
+            ledger.append("access", access_body(index), actor="alice")
+        deadline = time.monotonic() + 10  # publishing runs on its own thread
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        token_file.write_text("r0tated\n")
+        ledger.append("access", access_body(3), actor="alice")
+        ledger.close()
+    assert [c["authorization"] for c in received] == ["Bearer s3cret-t0ken", "Bearer r0tated"]
+    assert "could not publish checkpoint 2" in caplog.text, "the refusal is logged"
+    assert "s3cret" not in caplog.text
+    assert "r0tated" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(None, id="missing"),
+        pytest.param("  \n", id="empty"),
+        pytest.param("a\nb", id="two-lines"),
+    ],
+)
+def test_bad_witness_token_file_stops_the_ledger(
+    make_ledger: MakeLedger, tmp_path: Path, content: str | None
+) -> None:
+    """A missing, empty or multi-line token file is a ConfigError naming the setting, not the token."""
+    token_file = tmp_path / "witness-token"
+    if content is not None:
+        token_file.write_text(content)
+    with pytest.raises(ConfigError, match=r"Ledger\.witness_token_file") as caught:
+        make_ledger(witnesses=["https://witness.example/cp"], witness_token_file=str(token_file))
+    assert "a\nb" not in str(caught.value)
 
 
 def test_unreachable_witness_does_not_block_appends(
