@@ -26,6 +26,7 @@ from nbguard.hub_plugin.hub_guard import NBGuard
 from nbguard.hub_plugin.idp_mfa import idp_did_mfa
 from nbguard.hub_plugin.login_policy import LoginPolicy
 from nbguard.hub_plugin.plugin_classes import resolve_plugin_class
+from nbguard.hub_plugin.recording import fail_closed
 
 
 class MFAAuthenticatorMixin:
@@ -76,6 +77,7 @@ class MFAAuthenticatorMixin:
             )  # fmt: skip
         return result
 
+    @fail_closed
     async def run_post_auth_hook(self, handler: Any, authentication: dict[str, Any]) -> Any:
         """After the primary login and the admin's own hook: nbguard's gate.
 
@@ -111,6 +113,7 @@ class MFAAuthenticatorMixin:
         await login.hold(handler, model, observation, risk)
         return None  # not reached: hold() ends the request
 
+    @fail_closed
     async def refresh_user(self, user: Any, handler: Any = None) -> Any:
         """The wrapped refresh, and no session without nbguard's second-factor state."""
         result = await _maybe_await(super().refresh_user(user, handler))  # type: ignore[misc]

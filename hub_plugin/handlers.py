@@ -25,6 +25,7 @@ from nbguard.hub_plugin.hub_guard import NBGuard
 from nbguard.hub_plugin.login_policy import LoginPolicy
 from nbguard.hub_plugin.pages import finish_page
 from nbguard.hub_plugin.pending import PendingLogin
+from nbguard.hub_plugin.recording import fail_closed
 
 #: What the user reads for each way a code can fail (never the code itself).
 CODE_ERRORS = {
@@ -115,6 +116,7 @@ class MFAChallengeHandler(NBGuardPage):
             "cancel_url": self.settings["login_url"],
         }
 
+    @fail_closed
     async def get(self) -> None:
         pending = self.login.pending_for(self)
         if pending is None:
@@ -125,6 +127,7 @@ class MFAChallengeHandler(NBGuardPage):
             return
         await finish_page(self, "nbguard_mfa.html", **self._page(pending))
 
+    @fail_closed
     async def post(self) -> None:
         pending = self.login.pending_for(self)
         if pending is None:
@@ -156,6 +159,7 @@ class EnrolHandler(NBGuardPage):
         pending.enrol_secret = offer.secret
         return {"secret": offer.secret, "qr_svg": offer.qr_svg, "form_action": self.request.path}
 
+    @fail_closed
     async def get(self) -> None:
         pending = self.login.pending_for(self)
         if pending is None:
@@ -167,6 +171,7 @@ class EnrolHandler(NBGuardPage):
             return
         await finish_page(self, "nbguard_enrol.html", **self._page(pending))
 
+    @fail_closed
     async def post(self) -> None:
         pending = self.login.pending_for(self)
         if pending is None:
@@ -211,10 +216,12 @@ class StepUpHandler(NBGuardPage):
         }
 
     @web.authenticated  # type: ignore[misc]
+    @fail_closed
     async def get(self) -> None:
         await finish_page(self, "nbguard_mfa.html", **self._page())
 
     @web.authenticated  # type: ignore[misc]
+    @fail_closed
     async def post(self) -> None:
         user = self.current_user
         auth_state = await user.get_auth_state()
@@ -248,6 +255,7 @@ class MFAAdminAPIHandler(APIHandler):  # type: ignore[misc]
         return hub_guard(self.authenticator)
 
     @needs_scope("admin:users")  # type: ignore[misc]
+    @fail_closed
     async def get(self, user_name: str) -> None:
         if self.find_user(user_name) is None:
             raise web.HTTPError(404, f"no such user {user_name!r}")
@@ -255,6 +263,7 @@ class MFAAdminAPIHandler(APIHandler):  # type: ignore[misc]
         self.write(json.dumps({"name": user_name, "enrolled": enrolled}))
 
     @needs_scope("admin:users")  # type: ignore[misc]
+    @fail_closed
     async def delete(self, user_name: str) -> None:
         if self.find_user(user_name) is None:
             raise web.HTTPError(404, f"no such user {user_name!r}")

@@ -1,13 +1,16 @@
-"""Appending the hub's audit records: fail closed when the ledger cannot take them."""
+"""Failing closed at the hub: when the ledger or the MFA database cannot do their part."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tornado import web
 
 from nbguard.errors import NBGuardError
+from nbguard.hub_plugin.mfa.store import StoreError
 
 if TYPE_CHECKING:
     from nbguard.hub_plugin.hub_guard import NBGuard
@@ -28,3 +31,26 @@ async def append_record(
     except NBGuardError as error:
         guard.log.error("nbguard: could not append a %s record: %s", kind, error)
         raise web.HTTPError(503, UNRECORDED) from error
+
+
+#: What the user reads when the MFA database is down.
+STORE_DOWN = (
+    "nbguard cannot reach its second-factor database, so sign-in is paused. "
+    "Try again in a moment, or contact your administrator."
+)
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def fail_closed(method: _Method) -> _Method:
+    """Turn a StoreError inside a handler stage into HTTP 503 with a plain message."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except StoreError as error:
+            logging.getLogger("nbguard").error("nbguard: MFA database unavailable: %s", error)
+            raise web.HTTPError(503, STORE_DOWN) from error
+
+    return wrapper  # type: ignore[return-value]

@@ -217,3 +217,22 @@ async def test_admin_resets_a_factor_and_it_is_recorded(hub: Any) -> None:
         "method": "totp",
         "reset_by": "admin",
     }
+
+
+async def test_mfa_database_down_fails_closed_with_a_clear_page(hub: Any) -> None:
+    """With the MFA database unreachable, a login gets a 503 with a plain message, no session."""
+    import sqlalchemy
+
+    name, _ = await enrolled(hub)
+    store = hub.authenticator.nbguard.store
+    working = store.engine
+    store.engine = sqlalchemy.create_engine("sqlite:////nonexistent-dir/mfa.sqlite")
+    try:
+        browser = Browser(hub)
+        page = await browser.login(name)
+    finally:
+        store.engine = working
+    assert page.status == 503
+    assert "second-factor database" in page.text
+    assert "Traceback" not in page.text
+    assert not browser.has_login_cookie()
