@@ -79,6 +79,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="accept up to N records after the last checkpoint (a live ledger); default 0",
     )
+    verify.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="processes checking a database's records (default: one per core, up to 4, "
+        "for ledgers of 20,000 records or more; 1 for a single process)",
+    )
     _progress_option(verify)
     verify.set_defaults(handler=_verify)
 
@@ -187,6 +195,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     if args.allow_unsigned_tail < 0:
         raise ConfigError("--allow-unsigned-tail must not be negative")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
     keys = load_public_keys(args.key)
     url = _database_url(args.source)
     bar = _bar(args, "verifying")
@@ -202,7 +212,7 @@ def _verify(args: argparse.Namespace) -> int:
         else:
             store = LedgerStore(url, create=False)
             try:
-                report = verify_store(store, keys, witness=witness, **options)
+                report = verify_store(store, keys, witness=witness, jobs=args.jobs, **options)
             finally:
                 store.close()
     except LedgerIntegrityError as error:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from nbguard.ledger.canonical import encode, encode_text
@@ -158,11 +158,13 @@ StoredRow = tuple[int, bytes, "bytes | None", str]
 class Segment(NamedTuple):
     """What checking a run of stored records found.
 
-    ``start_prev`` is the hash the run was chained from, ``last`` and ``head`` the
-    last record proven and its hash, ``heads`` the hash at each wanted sequence
-    number reached, and ``failure`` the first problem as ``(seq, message)``.
+    ``first`` is the run's first record and ``start_prev`` the hash it was chained
+    from, ``last`` and ``head`` the last record proven and its hash, ``heads`` the
+    hash at each wanted sequence number reached, and ``failure`` the first problem
+    as ``(seq, message)``.
     """
 
+    first: int
     start_prev: str
     last: int
     head: str
@@ -187,24 +189,73 @@ def check_rows(
     prev_bytes = prev.encode()
     for seq, core, personal, stored in rows:
         if seq != expected:
-            return Segment(start_prev, expected - 1, prev, heads, order_problem(expected, seq))
+            return Segment(
+                first, start_prev, expected - 1, prev, heads, order_problem(expected, seq)
+            )
         try:
             commitments = commitments_of_row(personal)
         except (ValueError, TypeError):
             message = f"record {seq} was altered: its personal fields are unreadable"
-            return Segment(start_prev, expected - 1, prev, heads, (seq, message))
+            return Segment(first, start_prev, expected - 1, prev, heads, (seq, message))
         computed = sha256(
             b'{"personal":%b,"prev":"%b","record":%b,"seq":%d}'
             % (commitments, prev_bytes, core, seq)
         ).hexdigest()
         if computed != stored:
-            return Segment(start_prev, expected - 1, prev, heads, altered(seq, computed, stored))
+            return Segment(
+                first, start_prev, expected - 1, prev, heads, altered(seq, computed, stored)
+            )
         prev = computed
         prev_bytes = computed.encode()
         if seq in wanted:
             heads[seq] = computed
         expected += 1
-    return Segment(start_prev, expected - 1, prev, heads, None)
+    return Segment(first, start_prev, expected - 1, prev, heads, None)
+
+
+def check_chunks(
+    chunks: Iterable[Sequence[StoredRow]], *, first: int, prev: str, wanted: Container[int]
+) -> Segment:
+    """Like :func:`check_rows`, for rows in chunks (as drivers fetch them), faster.
+
+    A chunk is checked as a whole: each record is sealed after the *stored* hash
+    of the record before it, and all the hashes are compared at once. That proves
+    the same as the record-by-record chain (if every record hashes to its stored
+    hash, the stored hashes are the chain). A chunk with any problem is checked
+    again record by record, which finds the first problem and says what it is.
+    """
+    heads: dict[int, str] = {}
+    expected = first
+    start_prev = prev
+    sha256 = _sha256
+    for rows in chunks:
+        count = len(rows)
+        seqs, cores, personals, stored = zip(*rows, strict=True)
+        computed: list[str] = []
+        try:
+            if seqs == tuple(range(expected, expected + count)):
+                befores = [prev.encode(), *[digest.encode() for digest in stored[:-1]]]
+                computed = [
+                    sha256(
+                        b'{"personal":%b,"prev":"%b","record":%b,"seq":%d}'
+                        % (commitments, before, core, seq)
+                    ).hexdigest()
+                    for commitments, before, core, seq in zip(
+                        map(stored_commitments, personals), befores, cores, seqs, strict=True
+                    )
+                ]
+        except (ValueError, TypeError):
+            computed = []
+        if computed != list(stored):
+            segment = check_rows(rows, first=expected, prev=prev, wanted=wanted)
+            heads.update(segment.heads)
+            return segment._replace(first=first, start_prev=start_prev, heads=heads)
+        heads.update(
+            (seq, digest) for seq, digest in zip(seqs, computed, strict=True) if seq in wanted
+        )
+        prev = computed[-1]
+        expected += count
+    return Segment(first, start_prev, expected - 1, prev, heads, None)
 
 
 def order_problem(expected: int, seq: int) -> tuple[int, str]:

@@ -39,7 +39,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from nbguard.errors import ConfigError, LedgerError
-from nbguard.ledger.chain import StoredRow
 from nbguard.ledger.checkpoints import Checkpoint
 from nbguard.ledger.records import GENESIS_HASH, PreparedRecord, seal
 from nbguard.ledger.rows import Row, RowInserter
@@ -288,6 +287,30 @@ class Snapshot:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self.dialect = connection.dialect.name
+
+    @property
+    def driver(self) -> Any:
+        """The DB-API connection under this snapshot, in its read transaction."""
+        return self._connection.connection.driver_connection
+
+    def helper_job(self) -> dict[str, Any]:
+        """How a helper process joins this read: driver connect arguments and, on
+        PostgreSQL, this transaction's exported snapshot (the credentials included:
+        send it over a pipe, never on a command line)."""
+        engine = self._connection.engine
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        plain = (str, int, float, bool)
+        job: dict[str, Any] = {
+            "dialect": self.dialect,
+            "args": [value for value in args if isinstance(value, plain)],
+            "kwargs": {key: value for key, value in kwargs.items() if isinstance(value, plain)},
+        }
+        if self.dialect == "postgresql":
+            job["snapshot"] = str(
+                self._connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+            )
+        return job
 
     @property
     def ledger_id(self) -> str:
@@ -337,54 +360,3 @@ class Snapshot:
                     yield row[0], row[1], row[2], row[3]
         finally:
             result.close()
-
-    def stored_rows(
-        self,
-        *,
-        first: int = 1,
-        last: int | None = None,
-        batch: int = 10_000,
-        progress: Callable[[int], None] | None = None,
-    ) -> Generator[StoredRow]:
-        """Stream ``(seq, core, personal, hash)`` of records ``first..last`` in sequence order,
-        with ``core`` and ``personal`` as the stored UTF-8 bytes (what verification hashes).
-
-        ``progress(seq)`` is called after each batch. Close the generator when
-        stopping early (``contextlib.closing``): it holds a database cursor.
-        """
-        bounds = f"seq >= {int(first)}" + ("" if last is None else f" AND seq <= {int(last)}")
-        if self._connection.dialect.name == "sqlite":
-            raw = "CAST(core AS BLOB), CAST(personal AS BLOB)"
-        else:
-            raw = "convert_to(core, 'UTF8'), convert_to(personal, 'UTF8')"
-        sql = (
-            f"SELECT seq, {raw}, hash FROM {records_table.name} "  # noqa: S608 - no input
-            f"WHERE {bounds} ORDER BY seq"
-        )
-        yield from _driver_rows(self._connection, sql, batch, progress)
-
-
-def _driver_rows(
-    connection: Connection, sql: str, batch: int, progress: Callable[[int], None] | None
-) -> Generator[Any]:
-    """Rows of one query straight from the DB-API driver, inside this connection's transaction.
-
-    SQLAlchemy's per-row result processing would cost as much as verifying a row.
-    On PostgreSQL the cursor is a named (server-side) one, fetched ``batch`` rows
-    at a time, so memory stays flat however long the ledger.
-    """
-    driver = connection.connection.driver_connection
-    assert driver is not None  # noqa: S101 - an open connection has one
-    if connection.dialect.name == "postgresql":
-        cursor = driver.cursor(name=f"nbguard_rows_{uuid.uuid4().hex}")
-        cursor.itersize = batch
-    else:
-        cursor = driver.cursor()
-    try:
-        cursor.execute(sql)
-        while chunk := cursor.fetchmany(batch):
-            yield from chunk
-            if progress is not None:
-                progress(chunk[-1][0])
-    finally:
-        cursor.close()

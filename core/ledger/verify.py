@@ -14,24 +14,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from nbguard.errors import LedgerIntegrityError
+from nbguard.ledger import parallel
 from nbguard.ledger.chain import (
     GENESIS_HASH,
     ChainEntry,
     Segment,
     altered,
-    check_rows,
     order_problem,
     seal,
 )
 from nbguard.ledger.checkpoints import Checkpoint
 from nbguard.ledger.export import read_export
+from nbguard.ledger.ranges import check_range
 from nbguard.ledger.schemas import SchemaRegistry, packaged_schemas
 from nbguard.ledger.store import LedgerStore
 
@@ -115,7 +115,7 @@ def _check_entries(
             expected += 1
     except LedgerIntegrityError as error:  # an unreadable entry, where it stands
         failure = (error.seq if error.seq is not None else -1, str(error))
-    return Segment(GENESIS_HASH, expected - 1, prev, heads, failure)
+    return Segment(1, GENESIS_HASH, expected - 1, prev, heads, failure)
 
 
 def _conclude(
@@ -216,20 +216,51 @@ def verify_store(
     allow_unsigned_tail: int = 0,
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
+    jobs: int | None = None,
 ) -> VerifyReport:
-    """Verify the ledger in a database, in one consistent snapshot."""
+    """Verify the ledger in a database, in one consistent snapshot.
+
+    ``jobs`` is how many processes check records: None (default) uses every
+    available core (up to 4) for ledgers of at least ``PARALLEL_MIN_RECORDS``
+    records and one process otherwise; 1 never starts a helper process.
+    """
     with store.snapshot() as snapshot:
         total = snapshot.last_seq()
         if on_total is not None:
             on_total(total)
         checkpoints = snapshot.checkpoints()
         claims = _claims(snapshot.ledger_id, checkpoints, keys, witness)
-        with closing(snapshot.stored_rows(progress=progress)) as rows:
-            segment = check_rows(rows, first=1, prev=GENESIS_HASH, wanted=claims)
+        helpers = _helpers(jobs, total)
+        if helpers:
+            segment = parallel.check_in_parallel(
+                snapshot.driver,
+                snapshot.dialect,
+                total,
+                list(claims),
+                snapshot.helper_job(),
+                helpers,
+                progress,
+            )
+        else:
+            segment = check_range(snapshot.driver, snapshot.dialect, 1, total, claims, progress)
     report = _conclude(segment, claims, checkpoints, witness, allow_unsigned_tail)
     if progress is not None:
         progress(report.records)
     return report
+
+
+#: Below this many records one process verifies faster than it can start helpers.
+PARALLEL_MIN_RECORDS = 20_000
+
+
+def _helpers(jobs: int | None, total: int) -> int:
+    """How many helper processes to start besides this one."""
+    if jobs is None:
+        if total < PARALLEL_MIN_RECORDS:
+            return 0
+        jobs = min(parallel.available_cores(), 4)
+    ranges = -(-total // parallel.RANGE_SIZE)
+    return max(0, min(jobs - 1, ranges - 1))
 
 
 def verify_export(

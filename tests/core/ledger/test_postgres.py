@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from nbguard.ledger import Ledger
+from nbguard.errors import LedgerIntegrityError
+from nbguard.ledger import Ledger, parallel, verify_store
+from nbguard.ledger.keys import load_public_keys
+from nbguard.ledger.store import LedgerStore
 
 from .conftest import SAMPLES, access_body
 
@@ -73,34 +78,54 @@ def test_every_kind_appends_and_verifies(
         ),
     ],
 )
+@pytest.mark.parametrize("jobs", ["1", "3"])
 def test_tampering_is_caught_on_postgres(
     postgres_url: str,
     keypair: tuple[Path, Path],
     tmp_path: Path,
     nbguard: Run,
+    monkeypatch: pytest.MonkeyPatch,
     statements: list[str],
     seq: int,
+    jobs: str,
 ) -> None:
-    """SQL edits by a database insider are caught, with the witness, at the right record."""
+    """SQL edits by a database insider are caught, with the witness, at the right record,
+    by one process or by helpers sharing its snapshot."""
+    monkeypatch.setattr(parallel, "RANGE_SIZE", 4)
     witness = tmp_path / "witness.jsonl"
     _fill(postgres_url, keypair[0], witness)
     _sql(postgres_url, *statements)
-    status, out, _ = nbguard("verify", postgres_url, "--key", keypair[1], "--witness", witness)
+    status, out, _ = nbguard(
+        "verify", postgres_url, "--key", keypair[1], "--witness", witness, "--jobs", jobs
+    )
     assert status == 1, out
     assert out.startswith(f"FAILED at record {seq}:"), out
 
 
-def test_concurrent_ledgers_in_one_process(postgres_url: str, keypair: tuple[Path, Path]) -> None:
-    """Two Ledger objects on one database (like two replicas) interleave without forking."""
-    first = Ledger(url=postgres_url, signing_key_file=str(keypair[0]), checkpoint_every=7)
-    second = Ledger(url=postgres_url, signing_key_file=str(keypair[0]), checkpoint_every=5)
-    futures = []
-    for index in range(100):
-        ledger = first if index % 2 else second
-        futures.append(ledger.append_nowait("access", access_body(index), actor="alice"))
-    seqs = sorted(future.result(timeout=60).seq for future in futures)
-    first.close()
-    second.close()
-    assert seqs == list(range(1, 101))
-    with Ledger(url=postgres_url, signing_key_file=str(keypair[0])) as reader:
-        assert reader.verify().records == 100
+def test_helpers_verify_in_the_exported_snapshot(
+    postgres_url: str,
+    keypair: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Helper processes read the verifier's snapshot, not the rows as changed since."""
+    monkeypatch.setattr(parallel, "RANGE_SIZE", 4)  # record 29 falls to the first helper
+    _fill(postgres_url, keypair[0], tmp_path / "witness.jsonl")
+    keys = load_public_keys([keypair[1]])
+    store = LedgerStore(postgres_url, create=False)
+    original = parallel.check_in_parallel
+
+    def tamper_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        _sql(postgres_url, "UPDATE nbguard_ledger_records SET core = core || ' ' WHERE seq = 29")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "check_in_parallel", tamper_meanwhile)
+    try:
+        with caplog.at_level(logging.WARNING, logger="nbguard.ledger.parallel"):
+            assert verify_store(store, keys, jobs=3).records == 30
+        assert caplog.text == "", "every helper ran"
+        with pytest.raises(LedgerIntegrityError, match="record 29 was altered"):
+            verify_store(store, keys, jobs=1)
+    finally:
+        store.close()

@@ -9,20 +9,27 @@ by the witness. Each case names the sequence number verify must report.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nbguard.ledger import Ledger
+from nbguard.errors import LedgerIntegrityError
+from nbguard.ledger import Ledger, parallel, verify_store
+from nbguard.ledger.chain import GENESIS_HASH, Segment
 from nbguard.ledger.checkpoints import sign_checkpoint
-from nbguard.ledger.keys import generate_key_pair, load_signing_key
+from nbguard.ledger.keys import generate_key_pair, load_public_keys, load_signing_key
+from nbguard.ledger.ranges import join_segments, segment_from_json
 from nbguard.ledger.records import commitments_of, personal_entries, seal
+from nbguard.ledger.store import LedgerStore
 
 from .conftest import access_body
 
@@ -383,3 +390,73 @@ def test_verify_subprocess_exit_codes(pristine: Pristine, tmp_path: Path) -> Non
     )
     assert missing.returncode == 2
     assert missing.stderr.startswith("nbguard: error: cannot read public key")
+
+
+def _counting(answered: list[int]) -> Callable[[dict[str, Any]], Segment]:
+    def counted(data: dict[str, Any]) -> Segment:
+        answered.append(int(data["first"]))
+        return segment_from_json(data)
+
+    return counted
+
+
+def _slowly(check: Callable[..., Segment]) -> Callable[..., Segment]:
+    def slow(*args: Any) -> Segment:
+        time.sleep(0.1)
+        return check(*args)
+
+    return slow
+
+
+def _outcome(db_path: Path, public_key: Path, jobs: int) -> tuple[int | None, str]:
+    store = LedgerStore(f"sqlite:///{db_path}", create=False)
+    try:
+        report = verify_store(store, load_public_keys([public_key]), jobs=jobs)
+    except LedgerIntegrityError as error:
+        return error.seq, str(error)
+    finally:
+        store.close()
+    return None, f"{report.records} {report.head} {report.last_signed_seq}"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "seq", "message"), [*CASES, pytest.param(None, 0, "", id="intact")]
+)
+def test_parallel_verification_finds_what_one_process_finds(
+    pristine: Pristine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tamper: Tamper | None,
+    seq: int,
+    message: str,
+) -> None:
+    """Split into ranges over helper processes, verify reports exactly the single-pass verdict."""
+    caplog.set_level(logging.WARNING, logger="nbguard.ledger.parallel")
+    answered: list[int] = []
+    monkeypatch.setattr(parallel, "segment_from_json", _counting(answered))
+    # A slow front (this process) leaves the back ranges, failures included, to the helpers.
+    monkeypatch.setattr(parallel, "check_range", _slowly(parallel.check_range))
+    monkeypatch.setattr(parallel, "RANGE_SIZE", 7)  # 50 records: 8 ranges, boundaries everywhere
+    db_path = _copy(pristine, tmp_path)
+    if tamper is not None:
+        with sqlite3.connect(db_path) as db:
+            tamper(db, pristine)
+    alone = _outcome(db_path, pristine.public_key, jobs=1)
+    assert _outcome(db_path, pristine.public_key, jobs=3) == alone
+    assert answered, "helper processes checked some ranges"
+    assert caplog.text == ""
+    if tamper is not None:
+        assert alone[0] == seq
+        assert message in alone[1]
+
+
+def test_ranges_that_do_not_join_are_not_proven() -> None:
+    """Ranges that do not join (a record's hash read differently by two processes) fail there."""
+    tampered = Segment(8, "f" * 64, 14, "e" * 64, {}, None)
+    intact = Segment(1, GENESIS_HASH, 7, "a" * 64, {}, None)
+    joined = join_segments([intact, tampered])
+    assert joined.failure is not None
+    assert joined.failure[0] == 8
+    assert "record 7 changed while the ledger was being verified" in joined.failure[1]
+    assert joined.last == 7
