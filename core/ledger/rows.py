@@ -1,8 +1,8 @@
-"""Bulk insertion of record rows, the hot path of group commit, per database driver.
+"""The hot path of group commit, per database driver: lock the head, insert rows, move the head.
 
-The rows go straight to the DBAPI driver inside the SQLAlchemy transaction
-(which holds the head lock), not through Core ``insert()``: per-row statement
-overhead would otherwise cost more than hashing the record.
+The statements go straight to the DBAPI driver inside the SQLAlchemy transaction,
+not through Core constructs: building and compiling those cost more per batch
+than the statements themselves, and per row more than hashing the record.
 
 * SQLite: multi-row ``INSERT ... VALUES (...), (...)`` in chunks. The ``sqlite3``
   module releases the GIL around every statement step, and ``executemany`` steps
@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 Row = tuple[int, str, "str | None", str]
 
 _TABLE = "nbguard_ledger_records"
+_HEAD = "nbguard_ledger_head"
 _COLUMNS = "(seq, core, personal, hash)"
 #: Rows per SQLite statement: 4 parameters each, well under SQLite's 32766 limit.
 _SQLITE_CHUNK = 250
@@ -35,6 +36,32 @@ class RowInserter:
     def __init__(self, dialect: str) -> None:
         self._dialect = dialect
         self._sqlite_statements: dict[int, str] = {}
+        mark = "?" if dialect == "sqlite" else "%s"
+        lock = " FOR UPDATE" if dialect == "postgresql" else ""  # SQLite: BEGIN IMMEDIATE
+        self._lock_sql = (
+            f"SELECT seq, hash, checkpoint_seq, checkpoint_at FROM {_HEAD} WHERE id = 1{lock}"  # noqa: S608
+        )
+        self._move_sql = f"UPDATE {_HEAD} SET seq = {mark}, hash = {mark} WHERE id = 1"  # noqa: S608
+        #: The driver's own exception root, raised by these statements.
+        self.driver_errors: tuple[type[Exception], ...] = _driver_errors(dialect)
+
+    def lock_head(self, connection: Connection) -> tuple[int, str, int, float]:
+        """Lock the head row for this transaction; return ``(seq, hash, checkpoint seq, at)``."""
+        cursor = _dbapi(connection).cursor()
+        try:
+            cursor.execute(self._lock_sql)
+            seq, head, checkpoint_seq, checkpoint_at = cursor.fetchone()
+        finally:
+            cursor.close()
+        return int(seq), str(head), int(checkpoint_seq), float(checkpoint_at)
+
+    def move_head(self, connection: Connection, seq: int, head: str) -> None:
+        """Set the head row to record ``seq`` with hash ``head``."""
+        cursor = _dbapi(connection).cursor()
+        try:
+            cursor.execute(self._move_sql, (seq, head))
+        finally:
+            cursor.close()
 
     def __call__(self, connection: Connection, rows: Sequence[Row]) -> None:
         """Insert ``rows``; database errors surface as SQLAlchemy or driver exceptions."""
@@ -80,3 +107,15 @@ class RowInserter:
 def _dbapi(connection: Connection) -> Any:
     # The driver connection under SQLAlchemy's, in the same transaction.
     return connection.connection.driver_connection
+
+
+def _driver_errors(dialect: str) -> tuple[type[Exception], ...]:
+    if dialect == "sqlite":
+        import sqlite3
+
+        return (sqlite3.Error,)
+    if dialect == "postgresql":
+        import psycopg
+
+        return (psycopg.Error,)
+    return ()  # pragma: no cover - only SQLite and PostgreSQL are supported

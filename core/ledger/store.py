@@ -115,6 +115,10 @@ class LedgerStore:
         self.engine = self._create_engine()
         self.dialect = self.engine.dialect.name
         self._insert_rows = RowInserter(self.dialect)
+        self._write_errors: tuple[type[Exception], ...] = (
+            SQLAlchemyError,
+            *self._insert_rows.driver_errors,
+        )
         try:
             if not create and not inspect(self.engine).has_table(head_table.name):
                 raise ConfigError(f"no nbguard ledger in {make_url(self.url)!r}")
@@ -193,7 +197,7 @@ class LedgerStore:
         """
         try:
             with self._write() as connection:
-                seq, prev, cp_seq, cp_at = self._lock_head(connection)
+                seq, prev, cp_seq, cp_at = self._insert_rows.lock_head(connection)
                 first = seq + 1
                 rows: list[Row] = []
                 hashes: list[str] = []
@@ -207,10 +211,8 @@ class LedgerStore:
                 checkpoint = self._checkpoint(
                     connection, seq, prev, cp_seq, cp_at, checkpointer, force=False
                 )
-                connection.execute(
-                    update(head_table).where(head_table.c.id == 1).values(seq=seq, hash=prev)
-                )
-        except SQLAlchemyError as error:
+                self._insert_rows.move_head(connection, seq, prev)
+        except self._write_errors as error:
             raise LedgerError(f"ledger write failed: {error}") from error
         return first, hashes, checkpoint
 
@@ -218,24 +220,10 @@ class LedgerStore:
         """Sign the current head if ``checkpointer`` finds it due (or ``force``) and unsigned."""
         try:
             with self._write() as connection:
-                seq, prev, cp_seq, cp_at = self._lock_head(connection)
+                seq, prev, cp_seq, cp_at = self._insert_rows.lock_head(connection)
                 return self._checkpoint(connection, seq, prev, cp_seq, cp_at, checkpointer, force)
-        except SQLAlchemyError as error:
+        except self._write_errors as error:
             raise LedgerError(f"ledger checkpoint failed: {error}") from error
-
-    @staticmethod
-    def _lock_head(connection: Connection) -> tuple[int, str, int, float]:
-        row = connection.execute(
-            select(
-                head_table.c.seq,
-                head_table.c.hash,
-                head_table.c.checkpoint_seq,
-                head_table.c.checkpoint_at,
-            )
-            .where(head_table.c.id == 1)
-            .with_for_update()
-        ).one()
-        return int(row.seq), str(row.hash), int(row.checkpoint_seq), float(row.checkpoint_at)
 
     @staticmethod
     def _checkpoint(
