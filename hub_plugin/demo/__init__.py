@@ -1,0 +1,1 @@
+"""The demo hub's JupyterHub configuration (``jupyterhub_config.py``), run by ``nbguard demo``."""
