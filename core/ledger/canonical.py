@@ -37,28 +37,60 @@ def check_canonical(value: Any, field: str = "") -> None:
 
     ``field`` is the dotted path of ``value`` inside the record, used in the error.
     """
-    # Hot path of every append: plain type tests, recursion only into containers,
-    # and paths built only when descending or failing.
+    kind = type(value)
+    if kind is dict:
+        _check_object(value, field)
+    elif kind is list:
+        _check_array(value, field)
+    else:
+        _check_scalar(value, field)
+
+
+# The hot path of every append: plain type tests, scalars checked inline, and
+# paths built only when descending into a container or failing.
+
+
+def _check_object(value: dict[Any, Any], field: str) -> None:
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            _check_key(key, _join(field, key))
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                _check_text(item, _join(field, key))
+        elif kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                _refuse_int(item, _join(field, key))
+        elif kind is dict:
+            _check_object(item, _join(field, key))
+        elif kind is list:
+            _check_array(item, _join(field, key))
+        elif item is not None and kind is not bool:
+            _check_scalar(item, _join(field, key))
+
+
+def _check_array(value: list[Any], field: str) -> None:
+    for index, item in enumerate(value):
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                _check_text(item, _join(field, index))
+        elif kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                _refuse_int(item, _join(field, index))
+        elif kind is dict:
+            _check_object(item, _join(field, index))
+        elif kind is list:
+            _check_array(item, _join(field, index))
+        elif item is not None and kind is not bool:
+            _check_scalar(item, _join(field, index))
+
+
+def _check_scalar(value: Any, field: str) -> None:
     kind = type(value)
     if kind is str:
         if not value.isascii():
             _check_text(value, field)
-    elif kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not key.isascii():
-                _check_key(key, _join(field, key))
-            item_kind = type(item)
-            if item_kind is str:
-                if not item.isascii():
-                    _check_text(item, _join(field, key))
-            elif item_kind is int:
-                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
-                    _refuse_int(item, _join(field, key))
-            elif item is not None and item_kind is not bool:
-                check_canonical(item, _join(field, key))
-    elif kind is list:
-        for index, item in enumerate(value):
-            check_canonical(item, _join(field, index))
     elif kind is int:
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             _refuse_int(value, field)
