@@ -32,7 +32,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -314,14 +314,15 @@ def _demo(args: argparse.Namespace) -> int:
     created = state.prepare()
     print(f"{'created' if created else 'using'} demo state in {state.root}", flush=True)
 
+    # Internal ports are picked free, so a second demo or a busy 8081 does not clash.
+    hub_port = _free_loopback_port()
     command = [
         executables["jupyterhub"],
         "-f",
         str(config),
         f"--JupyterHub.ip={args.ip}",
         f"--JupyterHub.port={args.port}",
-        # Internal ports are picked free, so a second demo or a busy 8081 does not clash.
-        f"--JupyterHub.hub_port={_free_loopback_port()}",
+        f"--JupyterHub.hub_port={hub_port}",
         f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{_free_loopback_port()}",
     ]
     env = dict(os.environ)
@@ -334,9 +335,10 @@ def _demo(args: argparse.Namespace) -> int:
     def on_ready() -> None:
         print(banner(state, args.ip, args.port), flush=True)
 
-    return HubProcess(command, env=env, cwd=state.root).run(
-        health_host, args.port, on_ready=on_ready
-    )
+    # The hub's own port first: it listens only once the proxy runs, and asking the
+    # proxy earlier makes it log a 404 for a route the hub has not added yet.
+    probes = [("127.0.0.1", hub_port), (health_host, args.port)]
+    return HubProcess(command, env=env, cwd=state.root).run(probes, on_ready=on_ready)
 
 
 def banner(state: DemoState, ip: str, port: int) -> str:
@@ -392,8 +394,11 @@ class HubProcess:
         self.killed = False
         self._process: subprocess.Popen[bytes] | None = None
 
-    def run(self, host: str, port: int, *, on_ready: Callable[[], None]) -> int:
-        """Start the hub, call ``on_ready()`` once it answers, wait for it to exit."""
+    def run(self, probes: Sequence[tuple[str, int]], *, on_ready: Callable[[], None]) -> int:
+        """Start the hub, call ``on_ready()`` once it is up, return when it has exited.
+
+        It is up once ``/hub/health`` has answered at each probe ``(host, port)``, in turn.
+        """
         previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
         for signum in self.SIGNALS:
             signal.signal(signum, self._on_signal)
@@ -401,7 +406,7 @@ class HubProcess:
             self._process = subprocess.Popen(  # noqa: S603 (our own argument list, no shell)
                 self.command, env=self.env, cwd=self.cwd, start_new_session=True
             )
-            return self._supervise(self._process, host, port, on_ready)
+            return self._supervise(self._process, probes, on_ready)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -409,10 +414,10 @@ class HubProcess:
     def _supervise(
         self,
         process: subprocess.Popen[bytes],
-        host: str,
-        port: int,
+        probes: Sequence[tuple[str, int]],
         on_ready: Callable[[], None],
     ) -> int:
+        waiting = list(probes)
         ready = False
         while True:
             try:
@@ -424,9 +429,12 @@ class HubProcess:
             if self.stop_requested_at is not None:
                 if time.monotonic() - self.stop_requested_at > STOP_GRACE_SECONDS:
                     self._kill(process)
-            elif not ready and hub_answers(host, port):
-                ready = True
-                on_ready()
+            elif not ready:
+                while waiting and hub_answers(*waiting[0]):
+                    waiting.pop(0)
+                if not waiting:
+                    ready = True
+                    on_ready()
 
     def _exited(self, status: int, ready: bool) -> int:
         if self.stop_requested_at is not None:

@@ -146,7 +146,7 @@ def start_hub(workdir: Path, config: Path | None = None) -> RunningHub:
     hub = RunningHub(f"http://127.0.0.1:{port}", state, process, log, token)
     deadline = time.monotonic() + START_TIMEOUT
     # Ready when the hub answers and the launcher has said so (its banner is printed).
-    while not (hub_answers("127.0.0.1", port) and hub.announced()):
+    while not (hub.announced() and hub_answers("127.0.0.1", port)):
         if process.poll() is not None or time.monotonic() > deadline:
             hub.stop()
             hub.kill_leftovers()
