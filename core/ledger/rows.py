@@ -4,10 +4,11 @@ The statements go straight to the DBAPI driver inside the SQLAlchemy transaction
 not through Core constructs: building and compiling those cost more per batch
 than the statements themselves, and per row more than hashing the record.
 
-* SQLite: multi-row ``INSERT ... VALUES (...), (...)`` in chunks. The ``sqlite3``
-  module releases the GIL around every statement step, and ``executemany`` steps
-  once per row; with a caller thread busy preparing records, each re-acquisition
-  can wait out the interpreter's switch interval. Fewer, bigger steps avoid that.
+* SQLite: one multi-row ``INSERT ... VALUES (...), (...)`` per batch (or per
+  chunk, if the library limits parameters). The ``sqlite3`` module releases the
+  GIL around every statement step, and ``executemany`` steps once per row; with a
+  caller thread busy preparing records, each re-acquisition can wait out the
+  interpreter's switch interval. Fewer, bigger steps avoid that.
 * PostgreSQL (psycopg 3): ``COPY ... FROM STDIN``, one round trip for the batch
   instead of a pipelined ``INSERT`` per row.
 * Anything else: the driver's ``executemany``.
@@ -15,6 +16,7 @@ than the statements themselves, and per row more than hashing the record.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,8 +28,9 @@ Row = tuple[int, str, "str | None", str]
 _TABLE = "nbguard_ledger_records"
 _HEAD = "nbguard_ledger_head"
 _COLUMNS = "(seq, core, personal, hash)"
-#: Rows per SQLite statement: 4 parameters each, well under SQLite's 32766 limit.
-_SQLITE_CHUNK = 250
+#: Most rows per SQLite statement (a default batch in one step), unless the
+#: library allows fewer than 4 parameters per row for that (before SQLite 3.32: 999).
+_SQLITE_CHUNK = 1000
 
 
 class RowInserter:
@@ -36,6 +39,7 @@ class RowInserter:
     def __init__(self, dialect: str) -> None:
         self._dialect = dialect
         self._sqlite_statements: dict[int, str] = {}
+        self._sqlite_chunk: int | None = None
         mark = "?" if dialect == "sqlite" else "%s"
         lock = " FOR UPDATE" if dialect == "postgresql" else ""  # SQLite: BEGIN IMMEDIATE
         self._lock_sql = (
@@ -75,10 +79,15 @@ class RowInserter:
             connection.exec_driver_sql(sql, list(rows))
 
     def _sqlite(self, connection: Connection, rows: Sequence[Row]) -> None:
-        cursor = _dbapi(connection).cursor()
+        driver = _dbapi(connection)
+        if self._sqlite_chunk is None:
+            limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._sqlite_chunk = max(1, min(_SQLITE_CHUNK, limit // 4))
+        step = self._sqlite_chunk
+        cursor = driver.cursor()
         try:
-            for start in range(0, len(rows), _SQLITE_CHUNK):
-                chunk = rows[start : start + _SQLITE_CHUNK]
+            for start in range(0, len(rows), step):
+                chunk = rows[start : start + step]
                 params: list[Any] = []
                 for row in chunk:
                     params.extend(row)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from nbguard.ledger.records import prepare_record
 from nbguard.ledger.schemas import packaged_schemas
@@ -15,19 +18,23 @@ from .conftest import access_body
 
 SIZES = [
     pytest.param(1, id="one"),
-    pytest.param(250, id="one-full-chunk"),
-    pytest.param(251, id="chunk-plus-one"),
-    pytest.param(1000, id="max-batch"),
+    pytest.param(999, id="under-a-chunk"),
+    pytest.param(1000, id="one-full-chunk"),
+    pytest.param(2001, id="two-chunks-and-one"),
 ]
 
 
-def _append_in_one_batch(url: str, count: int) -> None:
+def _append_in_one_batch(
+    url: str, count: int, configure: Callable[[LedgerStore], None] | None = None
+) -> None:
     schemas = packaged_schemas()
     records = [
         prepare_record(schemas, "access", access_body(i), actor="alice", session="s-1")
         for i in range(count)
     ]
     store = LedgerStore(url)
+    if configure is not None:
+        configure(store)
     try:
         first, hashes, _ = store.append(records)
         assert (first, len(hashes)) == (1, count)
@@ -45,6 +52,23 @@ def _append_in_one_batch(url: str, count: int) -> None:
 def test_sqlite_batch_inserts_every_row(tmp_path: Path, count: int) -> None:
     """A batch of any size is stored whole on SQLite, in sequence order, and verifies."""
     _append_in_one_batch(f"sqlite:///{tmp_path / 'rows.db'}", count)
+
+
+def test_sqlite_parameter_limit_splits_a_batch(tmp_path: Path) -> None:
+    """Under a low SQLite parameter limit a batch goes in several statements, whole and in order."""
+    statements: list[str] = []
+
+    def low_limit(store: LedgerStore) -> None:
+        store.engine.dispose()  # new connections get the limit
+
+        @event.listens_for(store.engine, "connect")
+        def limit(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+            dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 40)
+            dbapi_connection.set_trace_callback(statements.append)
+
+    _append_in_one_batch(f"sqlite:///{tmp_path / 'rows.db'}", 25, low_limit)
+    inserts = [sql for sql in statements if sql.startswith("INSERT INTO nbguard_ledger_records")]
+    assert len(inserts) == 3  # 10 + 10 + 5 rows
 
 
 @pytest.mark.postgres
