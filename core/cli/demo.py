@@ -440,8 +440,8 @@ class HubProcess:
         if self.stop_requested_at is not None:
             if self.killed:
                 print(
-                    "nbguard: killed the hub; its proxy may still run (the next "
-                    "`nbguard demo` stops it)",
+                    "nbguard: killed the hub; its proxy and users' servers may still run "
+                    "(the next `nbguard demo` with this state directory stops them)",
                     file=sys.stderr,
                 )
                 return EXIT_FAILED

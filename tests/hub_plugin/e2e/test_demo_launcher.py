@@ -8,6 +8,7 @@ authenticator is in; test_demo_login.py drives the packaged demo config.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import stat
@@ -63,6 +64,34 @@ def test_ctrl_c_stops_hub_proxy_and_servers(hub_factory: Any, plain_hub_config: 
     assert hub.leftovers() == []
     assert not hub.state.proxy_pid_file.exists()
     assert hub.log_tail(1) == "nbguard: demo hub stopped"
+
+
+def test_second_ctrl_c_kills_a_hub_that_does_not_stop(
+    hub_factory: Any, plain_hub_config: Path, tmp_path: Path
+) -> None:
+    """When the hub hangs while stopping, a second Ctrl-C kills it and says what may be left."""
+    stuck = tmp_path / "stuck_stop_config.py"
+    stuck.write_text(
+        f"load_subconfig({str(plain_hub_config)!r})\n"
+        "import asyncio\n"
+        "from jupyterhub.spawner import SimpleLocalProcessSpawner\n"
+        "class StuckStopSpawner(SimpleLocalProcessSpawner):\n"
+        "    async def stop(self, now=False):\n"
+        "        await asyncio.sleep(3600)\n"
+        "c.JupyterHub.spawner_class = StuckStopSpawner\n"
+    )
+    hub = hub_factory(stuck)
+    start_server(hub, "alice")
+    hub.descendants()
+    os.killpg(hub.process.pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while "Cleaning up single-user servers" not in hub.log.read_text():
+        assert time.monotonic() < deadline, hub.log_tail()
+        time.sleep(0.2)
+
+    assert hub.stop(signal.SIGINT) == 1
+    assert hub.log_tail(1).startswith("nbguard: killed the hub; its proxy and users' servers")
+    assert "jupyterhub" not in {Path(p.cmdline()[1]).name for p in hub.leftovers()}
 
 
 def test_first_run_keeps_everything_in_a_private_state_dir(
