@@ -262,8 +262,9 @@ class Ledger(LoggingConfigurable):
         mode = durability or self.durability
         if mode not in ("group", "record"):
             raise ConfigError(f"durability must be 'group' or 'record', not {mode!r}")
-        # Serialised here, in the caller's thread: later changes to ``body`` cannot leak in.
-        plain = dict(body) if isinstance(body, Mapping) else body
+        # Serialised here, in the caller's thread (later changes to ``body`` cannot
+        # leak in); a plain dict is read as it is, other mappings are copied first.
+        plain = body if type(body) is dict else _plain(body)
         record = prepare_record(self._schemas, kind, plain, actor=actor, session=session)
         return self._writer.submit(record, alone=mode == "record")
 
@@ -280,7 +281,7 @@ class Ledger(LoggingConfigurable):
             prepare_record(
                 self._schemas,
                 kind,
-                dict(body) if isinstance(body, Mapping) else body,
+                body if type(body) is dict else _plain(body),
                 actor=actor,
                 session=session,
             )
@@ -408,6 +409,11 @@ class Ledger(LoggingConfigurable):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _plain(body: Any) -> Any:
+    """A mapping as a dict (anything else as it is, for validation to refuse)."""
+    return dict(body) if isinstance(body, Mapping) else body
 
 
 def _settle(waiter: asyncio.Future[Receipt], pending: PendingReceipt) -> None:
