@@ -28,6 +28,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "policy_ids": ["spawn-gpu"],
         "correlation_id": "c-1",
     },
+    "server_stop": {
+        "server_name": "",
+        "profile": "prod",
+        "reason": "lifetime",
+        "correlation_id": "c-1",
+        "deadline": "2025-01-01T17:00:00Z",
+        "ran_s": 3600,
+    },
     "access": {
         "principal": 'User::"alice"',
         "action": 'Action::"read"',

@@ -16,6 +16,8 @@ from nbguard.ledger.records import commitment
 from .conftest import SAMPLES
 
 Run = Callable[..., tuple[int, str, str]]
+#: Records in ``ledger_db``: every kind, twice.
+RECORDS = 2 * len(SAMPLES)
 
 
 @pytest.fixture
@@ -49,11 +51,11 @@ def test_full_export_verifies_and_keeps_personal_data(
     """A full export carries every value and verifies offline with the public key."""
     lines = _export(nbguard, ledger_db, tmp_path / "full.jsonl")
     header, records = lines[0], [line for line in lines if line["type"] == "record"]
-    assert (header["records"], header["redacted"]) == (16, False)
+    assert (header["records"], header["redacted"]) == (RECORDS, False)
     assert records[0]["record"]["actor"] == "alice"
     status, out, _ = nbguard("verify", tmp_path / "full.jsonl", "--key", keypair[1])
     assert status == 0, out
-    assert out.startswith("OK: 16 records intact")
+    assert out.startswith(f"OK: {RECORDS} records intact")
 
 
 def test_redacted_export_verifies_without_personal_data(
@@ -76,7 +78,7 @@ def test_commitments_are_salted_per_field(nbguard: Run, ledger_db: Path, tmp_pat
     """Equal values get different commitments, and an unsalted guess does not match any."""
     lines = _export(nbguard, ledger_db, tmp_path / "redacted.jsonl", "--redact")
     actors = [line["redacted"]["actor"] for line in lines if line["type"] == "record"]
-    assert len(set(actors)) == len(actors) == 16
+    assert len(set(actors)) == len(actors) == RECORDS
     guess = commitment("actor", "", "alice")
     plain = hashlib.sha256(b'"alice"').hexdigest()
     assert guess not in actors
@@ -129,7 +131,12 @@ def _drop_line(lines: list[dict[str, Any]]) -> int:
 
 def _drop_tail(lines: list[dict[str, Any]]) -> int:
     del lines[-3:]
-    return 14
+    last = max(line["seq"] for line in lines if line["type"] == "record")
+    # Named: a checkpoint left beyond the last record, else that record.
+    beyond = [
+        line["seq"] for line in lines if line["type"] != "record" and line.get("seq", 0) > last
+    ]
+    return min(beyond, default=last)
 
 
 def _redact_public_field(lines: list[dict[str, Any]]) -> int:
@@ -175,7 +182,8 @@ def test_export_to_stdout(nbguard: Run, ledger_db: Path) -> None:
     status, out, _ = nbguard("ledger", "export", f"sqlite:///{ledger_db}")
     assert status == 0
     assert json.loads(out.splitlines()[0])["type"] == "nbguard.ledger.export"
-    assert len(out.splitlines()) == 1 + 4 + 16  # header, checkpoints at 4, 8, 12, 16, records
+    checkpoints = -(-RECORDS // 4)  # every 4 records, and one at close for the rest
+    assert len(out.splitlines()) == 1 + checkpoints + RECORDS  # header, checkpoints, records
 
 
 def test_export_of_missing_ledger_is_a_usage_error(nbguard: Run, tmp_path: Path) -> None:
