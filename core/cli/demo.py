@@ -19,7 +19,9 @@ imports no Jupyter framework.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import fcntl
 import http.client
 import importlib.resources
 import ipaddress
@@ -32,7 +34,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -139,6 +141,22 @@ class DemoState:
         # Written last: a directory without it was never completely prepared.
         self.marker.write_text(_MARKER_TEXT, encoding="ascii")
         return True
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the state for one hub: ConfigError if another ``nbguard demo`` holds it.
+
+        The lock goes with this process (even on SIGKILL), and the hub does not inherit it.
+        """
+        with self.marker.open("rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"{self.root} is in use by another `nbguard demo`; stop it first, "
+                    "or choose another --state-dir"
+                ) from None
+            yield
 
     def check(self) -> None:
         """Raise ConfigError unless the directory is a complete state others cannot read."""
@@ -312,12 +330,17 @@ def _demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"{config} is not a file")
     state = DemoState(args.state_dir)
     created = state.prepare()
-    print(f"{'created' if created else 'using'} demo state in {state.root}", flush=True)
+    with state.lock():
+        print(f"{'created' if created else 'using'} demo state in {state.root}", flush=True)
+        return _run_hub(args, executables["jupyterhub"], config, state)
 
+
+def _run_hub(args: argparse.Namespace, jupyterhub: str, config: Path, state: DemoState) -> int:
+    """Run ``jupyterhub -f config`` on the state until it exits; return the exit status."""
     # Internal ports are picked free, so a second demo or a busy 8081 does not clash.
     hub_port = _free_loopback_port()
     command = [
-        executables["jupyterhub"],
+        jupyterhub,
         "-f",
         str(config),
         f"--JupyterHub.ip={args.ip}",
@@ -328,7 +351,7 @@ def _demo(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env[STATE_DIR_ENV] = str(state.root)
     # The hub finds the proxy, and the spawner jupyterhub-singleuser, on PATH.
-    bin_dir = str(Path(executables["jupyterhub"]).parent)
+    bin_dir = str(Path(jupyterhub).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
     health_host = "127.0.0.1" if ipaddress.ip_address(args.ip).is_unspecified else args.ip
 

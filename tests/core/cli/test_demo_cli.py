@@ -43,6 +43,14 @@ def busy_port() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
+@pytest.fixture
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     """The command's stderr, checked to be exactly one `nbguard: error:` line."""
     err = capsys.readouterr().err
@@ -165,13 +173,23 @@ def test_command_reports_a_busy_port_in_one_line(
     assert not target.exists()
 
 
-def test_command_names_the_extra_when_jupyterhub_is_missing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_command_refuses_a_state_directory_in_use(
+    state: DemoState, free_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without jupyterhub beside Python or on PATH, the error says to install nbguard[demo]."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    """A second `nbguard demo` on the same state directory is refused in one line."""
+    with state.lock():
+        assert main(["demo", "--port", str(free_port), "--state-dir", str(state.root)]) == 2
+    assert "is in use by another `nbguard demo`" in one_line_error(capsys)
+
+
+def test_command_names_the_extra_when_jupyterhub_is_missing(
+    tmp_path: Path,
+    free_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With Python and PATH pointed at empty places (no jupyterhub), the error names nbguard[demo]."""
+    port = free_port
     # An interpreter path and PATH with nothing installed: not our code, the machine.
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
