@@ -24,12 +24,24 @@ SIZES = [
 ]
 
 
+#: Text that a bulk format must escape: backslash, tab, newline, carriage return, NUL-free.
+AWKWARD = 'a\\b\tc\nd\re "q" \u00e9\u2028\U0001f600 \\N'
+
+
+def _body(index: int) -> dict[str, object]:
+    body = access_body(index)
+    if index % 3 == 0:
+        body["resource"] = f"{AWKWARD} {index}"
+        body["principal"] = AWKWARD
+    return body
+
+
 def _append_in_one_batch(
     url: str, count: int, configure: Callable[[LedgerStore], None] | None = None
 ) -> None:
     schemas = packaged_schemas()
     records = [
-        prepare_record(schemas, "access", access_body(i), actor="alice", session="s-1")
+        prepare_record(schemas, "access", _body(i), actor=f"al\tice{i % 2}", session="s-1")
         for i in range(count)
     ]
     store = LedgerStore(url)
@@ -42,8 +54,8 @@ def _append_in_one_batch(
         assert report.records == count
         assert report.head == hashes[-1]
         with store.snapshot() as snapshot:
-            cores = [core for _, core, _, _ in snapshot.rows()]
-        assert cores == [record.core for record in records]
+            stored = [(core, personal) for _, core, personal, _ in snapshot.rows()]
+        assert stored == [(record.core, record.personal) for record in records]
     finally:
         store.close()
 
