@@ -5,7 +5,8 @@ Usage: python benchmarks/ledger.py [--quick] [--records N]
 The targets use the single-append path (``append_nowait`` per record);
 ``*_group_many`` figures use the batch API ``append_many`` and are extra, as is
 ``verify_sqlite_1job`` (verification kept to one process; ``verify_sqlite`` uses
-the default, helper processes on a multi-core machine). Every
+the default: helper processes on a multi-core machine for 50,000 records or
+more, so in a ``--quick`` run the two measure the same thing). Every
 figure is measured in this one run, against the raw speed of SHA-256 over
 the very bytes the ledger hashes (the ceiling for anything that hashes every
 record). Appends count from the first call until the last record is

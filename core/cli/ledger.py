@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         type=int,
         metavar="N",
         help="processes checking a database's records (default: one per core, up to 4, "
-        "for ledgers of 20,000 records or more; 1 for a single process)",
+        "for ledgers of 50,000 records or more; 1 for a single process)",
     )
     _progress_option(verify)
     verify.set_defaults(handler=_verify)
