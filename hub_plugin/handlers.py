@@ -11,7 +11,7 @@ Registered by ``MFAAuthenticatorMixin.get_handlers`` under the hub's base URL:
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from jupyterhub.apihandlers.base import APIHandler
@@ -66,7 +66,14 @@ class NBGuardPage(BaseHandler):  # type: ignore[misc]
         """The submitted code, bounded (it is attacker-controlled)."""
         return self.get_body_argument("code", "", strip=True)[:64]
 
-    async def expired(self) -> None:
+    async def require_pending(self) -> PendingLogin:
+        """This browser's pending login; otherwise the request ends with :meth:`expired`."""
+        pending = self.login.pending_for(self)
+        if pending is None:
+            await self.expired()  # ends the request
+        return pending
+
+    async def expired(self) -> NoReturn:
         """The page for a missing, expired, used or foreign pending login."""
         await finish_page(
             self,
@@ -118,10 +125,7 @@ class MFAChallengeHandler(NBGuardPage):
 
     @fail_closed
     async def get(self) -> None:
-        pending = self.login.pending_for(self)
-        if pending is None:
-            await self.expired()
-            return
+        pending = await self.require_pending()
         if not self.guard.store.is_enrolled(pending.username):
             self.redirect(self.hub.base_url + "nbguard/mfa/enrol")
             return
@@ -129,10 +133,7 @@ class MFAChallengeHandler(NBGuardPage):
 
     @fail_closed
     async def post(self) -> None:
-        pending = self.login.pending_for(self)
-        if pending is None:
-            await self.expired()
-            return
+        pending = await self.require_pending()
         try:
             method = await self.login.factor.verify(
                 pending.username,
@@ -161,10 +162,7 @@ class EnrolHandler(NBGuardPage):
 
     @fail_closed
     async def get(self) -> None:
-        pending = self.login.pending_for(self)
-        if pending is None:
-            await self.expired()
-            return
+        pending = await self.require_pending()
         if self.guard.store.is_enrolled(pending.username):
             # Enrolment never replaces a factor: an admin resets it first.
             self.redirect(self.hub.base_url + "nbguard/mfa")
@@ -173,10 +171,7 @@ class EnrolHandler(NBGuardPage):
 
     @fail_closed
     async def post(self) -> None:
-        pending = self.login.pending_for(self)
-        if pending is None:
-            await self.expired()
-            return
+        pending = await self.require_pending()
         if pending.enrol_secret is None or self.guard.store.is_enrolled(pending.username):
             self.redirect(self.hub.base_url + "nbguard/mfa")
             return
