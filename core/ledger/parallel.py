@@ -50,29 +50,45 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: How a helper process is started.
+HELPER_COMMAND = [sys.executable, "-m", "nbguard.ledger.ranges"]
+
+
 class _Helper:
     """One helper process and the thread that reads its answers."""
 
     def __init__(self, job: dict[str, Any], answers: queue.Queue[tuple[_Helper, Any]]) -> None:
         self.errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "nbguard.ledger.ranges"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.errors,
-            text=True,
-        )
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
+                HELPER_COMMAND,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.errors,
+                text=True,
+            )
+        except OSError:
+            self.errors.close()
+            raise
         #: Ranges sent and not answered yet, in the order sent (the helper's order).
         self.pending: list[int] = []
+        #: False once the helper cannot be trusted with more: it died or talked nonsense.
+        self.alive = True
         self._answers = answers
-        self.send(job)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self.send(job)
 
-    def send(self, message: dict[str, Any]) -> None:
-        assert self.process.stdin is not None  # noqa: S101 - opened with PIPE
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
+    def send(self, message: dict[str, Any]) -> bool:
+        """Send one line; False (and the helper counts as dead) if it cannot be sent."""
+        if not self.alive or self.process.stdin is None:
+            return False
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            self.alive = False
+        return self.alive
 
     def _read(self) -> None:
         assert self.process.stdout is not None  # noqa: S101 - opened with PIPE
@@ -81,6 +97,9 @@ class _Helper:
         self._answers.put((self, None))  # the helper has exited
 
     def stop(self, *, kill: bool) -> None:
+        """End the helper (at once with ``kill``) and release its pipes."""
+        kill = kill or not self.alive
+        ended = self.process.poll()  # on its own, before being told to
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):  # already gone
                 self.process.stdin.close()
@@ -94,12 +113,13 @@ class _Helper:
         self._reader.join(timeout=5)
         if self.process.stdout is not None and not self._reader.is_alive():
             self.process.stdout.close()
-        if not kill and self.process.returncode != 0:
+        code = ended if ended is not None else None if kill else self.process.returncode
+        if code not in (None, 0):
             self.errors.seek(0)
             detail = self.errors.read()[-2000:].decode("utf-8", "replace").strip()
             log.warning(
                 "ledger verification helper exited with %s; its ranges were checked here: %s",
-                self.process.returncode,
+                code,
                 detail,
             )
         self.errors.close()
@@ -173,11 +193,12 @@ class _Work:
 
     def hand_out(self, helper: _Helper) -> None:
         """Keep ``helper`` supplied with ranges from the back."""
-        while len(helper.pending) < _AHEAD and self.front < self.back:
+        while helper.alive and len(helper.pending) < _AHEAD and self.front < self.back:
             self.back -= 1
             helper.pending.append(self.back)
             lo, hi = self.ranges[self.back]
-            helper.send({"chunk": self.back, "lo": lo, "hi": hi})
+            if not helper.send({"chunk": self.back, "lo": lo, "hi": hi}):
+                self._take_back(helper)
 
     def next_here(self, helpers: list[_Helper]) -> int | None:
         """The next range for this process: from the front, else one a helper has not begun."""
@@ -221,12 +242,25 @@ class _Work:
             if line is None:  # exited: whatever it still held is checked here
                 self._take_back(helper)
             else:
-                answer = json.loads(line)
-                index = int(answer["chunk"])
-                if index in helper.pending:
-                    helper.pending.remove(index)
-                self._record(index, segment_from_json(answer["segment"]))
-                self.hand_out(helper)
+                try:
+                    answer = json.loads(line)
+                    index = int(answer["chunk"])
+                    segment = segment_from_json(answer["segment"])
+                    if index not in helper.pending and index not in self.results:
+                        raise ValueError(f"answer for range {index}, which it was not given")
+                except (ValueError, KeyError, TypeError) as error:
+                    log.warning(
+                        "ledger verification helper answered nonsense (%s); "
+                        "its ranges were checked here",
+                        error,
+                    )
+                    helper.alive = False
+                    self._take_back(helper)
+                else:
+                    if index in helper.pending:
+                        helper.pending.remove(index)
+                    self._record(index, segment)
+                    self.hand_out(helper)
             if block or answers.empty():
                 return
 

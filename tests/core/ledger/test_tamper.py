@@ -460,3 +460,41 @@ def test_ranges_that_do_not_join_are_not_proven() -> None:
     assert joined.failure[0] == 8
     assert "record 7 changed while the ledger was being verified" in joined.failure[1]
     assert joined.last == 7
+
+
+@pytest.mark.parametrize(
+    ("command", "warning"),
+    [
+        pytest.param("import sys; sys.exit(3)", "helper exited with 3", id="dies"),
+        pytest.param(
+            "import sys\nfor line in sys.stdin: print('{\"chunk\": 0}', flush=True)",
+            "answered nonsense",
+            id="talks-nonsense",
+        ),
+        pytest.param(
+            'import sys\nfor line in sys.stdin: print(\'{"chunk": 999, "segment": 1}\')',
+            "answered nonsense",
+            id="wrong-range",
+        ),
+    ],
+)
+def test_failing_helpers_leave_the_verdict_alone(
+    pristine: Pristine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    command: str,
+    warning: str,
+) -> None:
+    """Helpers that die or answer nonsense are logged, and this process checks their ranges."""
+    monkeypatch.setattr(parallel, "RANGE_SIZE", 7)
+    monkeypatch.setattr(parallel, "HELPER_COMMAND", [sys.executable, "-c", command])
+    monkeypatch.setattr(parallel, "check_range", _slowly(parallel.check_range))
+    db_path = _copy(pristine, tmp_path)
+    with sqlite3.connect(db_path) as db:
+        edit_field(db, pristine)
+    with caplog.at_level(logging.WARNING, logger="nbguard.ledger.parallel"):
+        outcome = _outcome(db_path, pristine.public_key, jobs=2)
+    assert outcome == _outcome(db_path, pristine.public_key, jobs=1)
+    assert outcome[0] == 17
+    assert warning in caplog.text
