@@ -92,7 +92,9 @@ class MFAAuthenticatorMixin:
         username = model["name"]
         login = self.nbguard_login
         observation, risk = login.observe(handler, username)
-        await login.record_primary(handler, username, self.nbguard_method, outcome="success")
+        await login.record_primary(
+            handler, username, self.nbguard_method, outcome="success", observation=observation
+        )
         if self.nbguard.trust_idp_mfa and idp_did_mfa(
             model.get("auth_state"),
             amr_values=self.nbguard.idp_mfa_amr,

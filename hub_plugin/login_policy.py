@@ -87,7 +87,7 @@ class LoginPolicy:
         await self.record_primary(
             handler, username, "policy", outcome="failure",
             reason=f"policy: {', '.join(decision.policy_ids) or 'no permit'} "
-            f"[{decision.correlation_id}]",
+            f"[{decision.correlation_id}]", observation=observation,
         )  # fmt: skip
         handler.log.warning("nbguard refused login of %s: %s", username, decision.explain())
         await finish_page(
@@ -205,10 +205,22 @@ class LoginPolicy:
     # -- records -------------------------------------------------------------------------------
 
     async def record_primary(
-        self, handler: Any, username: str, method: str, *, outcome: str, reason: str | None = None
+        self,
+        handler: Any,
+        username: str,
+        method: str,
+        *,
+        outcome: str,
+        reason: str | None = None,
+        observation: Observation | None = None,
     ) -> None:
-        """Append a ``login`` record for a primary login attempt."""
-        observation = self.guard.context.observe(handler.request, username or "unknown")
+        """Append a ``login`` record for a primary login attempt.
+
+        Pass the request's ``observation`` when it was already made, so that the
+        device assertion is not verified twice in one request.
+        """
+        if observation is None:
+            observation = self.guard.context.observe(handler.request, username or "unknown")
         body: dict[str, Any] = {
             "outcome": outcome,
             "method": method,

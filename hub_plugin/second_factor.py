@@ -37,12 +37,13 @@ class SecondFactor:
 
     # -- lockout -----------------------------------------------------------------
 
+    def _stale(self, failures: int, last: float, now: float) -> bool:
+        # A counter forgets once the longest lockout has passed with no failure.
+        return bool(failures) and now - last > self.guard.lockout.max_delay
+
     def _counts(self, key: str, now: float) -> tuple[int, float]:
         failures, last = self.guard.store.failures(key)
-        # A counter forgets once the longest lockout has passed with no failure.
-        if failures and now - last > self.guard.lockout.max_delay:
-            return 0, 0.0
-        return failures, last
+        return (0, 0.0) if self._stale(failures, last, now) else (failures, last)
 
     def check_lockout(self, username: str, client_ip: str, *, now: float | None = None) -> None:
         """Raise MFAError ``locked`` (with ``retry_after``) while user or client is locked."""
@@ -57,9 +58,9 @@ class SecondFactor:
         now = time.time()
         counts = []
         for key in (user_key(username), client_key(client_ip)):
-            before, _ = self._counts(key, now)
-            if before == 0:
-                self.guard.store.clear_failures(key)
+            stored, last = self.guard.store.failures(key)
+            if self._stale(stored, last, now):
+                self.guard.store.clear_failures(key)  # count afresh from 1
             counts.append(self.guard.store.add_failure(key, now))
         failures = max(counts)
         await self.record(
