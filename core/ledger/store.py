@@ -19,15 +19,12 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Engine,
     Float,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     insert,
     inspect,
@@ -36,8 +33,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
+from nbguard.database import normalise_url, open_engine, write_transaction
 from nbguard.errors import ConfigError, LedgerError
 from nbguard.ledger.checkpoints import Checkpoint
 from nbguard.ledger.records import GENESIS_HASH, PreparedRecord, seal
@@ -84,23 +82,6 @@ Checkpointer = Callable[[int, str, int, float, bool], "Checkpoint | None"]
 _SCHEMA_LOCK = 0x6E626775617264
 
 
-def normalise_url(url: str) -> str:
-    """Return the SQLAlchemy URL to use: plain ``postgresql://`` means psycopg 3.
-
-    Raises ConfigError for an unparsable URL or an in-memory SQLite database
-    (which would vanish with the process, taking the audit trail with it).
-    """
-    try:
-        parsed = make_url(url)
-    except ArgumentError as error:
-        raise ConfigError(f"not a database URL: {url!r} ({error})") from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ConfigError("the ledger needs an SQLite file, not an in-memory database")
-    return parsed.render_as_string(hide_password=False)
-
-
 class LedgerStore:
     """The ledger's tables in one database. Thread-safe; one per process is enough."""
 
@@ -110,9 +91,9 @@ class LedgerStore:
         With ``create=False`` (readers: verify, export) a database without a ledger
         is a ConfigError rather than silently becoming an empty, "intact" ledger.
         """
-        self.url = normalise_url(url)
+        self.url = normalise_url(url, what="the ledger")
         self.synchronous = synchronous
-        self.engine = self._create_engine()
+        self.engine = open_engine(self.url, synchronous=synchronous)
         self.dialect = self.engine.dialect.name
         self._insert_rows = RowInserter(self.dialect)
         self._write_errors: tuple[type[Exception], ...] = (
@@ -130,39 +111,10 @@ class LedgerStore:
             self.engine.dispose()
             raise
 
-    def _create_engine(self) -> Engine:
-        engine = create_engine(self.url)
-        if engine.dialect.name != "sqlite":
-            return engine
-        level = {"full": "FULL", "normal": "NORMAL"}[self.synchronous]
-
-        @event.listens_for(engine, "connect")
-        def _configure(dbapi_connection: Any, _record: Any) -> None:
-            # Let SQLAlchemy's begin event below issue BEGIN, not the driver.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={level}")
-            cursor.execute("PRAGMA busy_timeout=60000")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection: Connection) -> None:
-            # IMMEDIATE takes the write lock up front, so two writers never both
-            # read the same head and then collide.
-            write = connection.get_execution_options().get("nbguard_write", False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-        return engine
-
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
-            connection = connection.execution_options(nbguard_write=True)
-            with connection.begin():
-                if self.dialect == "postgresql" and self.synchronous == "normal":
-                    connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                yield connection
+        with write_transaction(self.engine, synchronous=self.synchronous) as connection:
+            yield connection
 
     def _ensure_schema(self) -> str:
         with self._write() as connection:
