@@ -83,6 +83,20 @@ class RequestError(NBGuardError):
     default_user_message = "The request was malformed."
 
 
+class NotFoundError(RequestError):
+    """A named thing (request, grant, lock, dataset, file) does not exist, or the caller
+    may not know that it does."""
+
+    default_user_message = "Not found."
+
+
+class ConflictError(NBGuardError):
+    """The request conflicts with the current state: a request already decided or
+    expired, a second approval by the same person, a grant already revoked."""
+
+    default_user_message = "The request conflicts with the current state."
+
+
 class AccessDenied(NBGuardError):
     """A policy decision denied the request.
 

@@ -1,0 +1,1 @@
+"""The dataset catalog: governed datasets, their names, files and backing stores."""

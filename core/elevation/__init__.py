@@ -1,0 +1,1 @@
+"""Time-bound elevation: requests, approvals, grants, break-glass and locks."""

@@ -1,0 +1,1 @@
+"""The guard service: nbguard's trusted, hub-managed service (decisions, broker, elevation)."""
