@@ -7,7 +7,7 @@ seconds (floats) in the values and RFC 3339 UTC strings ending in ``Z`` in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,12 @@ def rfc3339(seconds: float | None) -> str | None:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _to_dict(value: Any, times: tuple[str, ...], **replace: Any) -> dict[str, Any]:
+    data = {field.name: getattr(value, field.name) for field in fields(value)}
+    data.update({name: rfc3339(data[name]) for name in times}, **replace)
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class Approval:
     """One approver's decision on a request: ``verdict`` is ``approve`` or ``deny``."""
@@ -49,12 +55,7 @@ class Approval:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form."""
-        return {
-            "approver": self.approver,
-            "verdict": self.verdict,
-            "comment": self.comment,
-            "time": rfc3339(self.time),
-        }
+        return _to_dict(self, ("time",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,26 +88,9 @@ class ElevationRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form."""
-        return {
-            "id": self.id,
-            "requester": self.requester,
-            "kind": self.kind,
-            "role": self.role,
-            "action": self.action,
-            "target": self.target,
-            "duration_seconds": self.duration_seconds,
-            "reason": self.reason,
-            "environment": self.environment,
-            "sensitivity": self.sensitivity,
-            "status": self.status,
-            "created": rfc3339(self.created),
-            "decided": rfc3339(self.decided),
-            "expires": rfc3339(self.expires),
-            "required_approvals": self.required_approvals,
-            "approvals": [approval.to_dict() for approval in self.approvals],
-            "grant_id": self.grant_id,
-            "break_glass": self.break_glass,
-        }
+        return _to_dict(
+            self, ("created", "decided", "expires"), approvals=[a.to_dict() for a in self.approvals]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,24 +120,7 @@ class ElevationGrant:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form."""
-        return {
-            "id": self.id,
-            "request_id": self.request_id,
-            "user": self.user,
-            "role": self.role,
-            "action": self.action,
-            "target": self.target,
-            "starts": rfc3339(self.starts),
-            "expires": rfc3339(self.expires),
-            "break_glass": self.break_glass,
-            "revoked": rfc3339(self.revoked),
-            "revoked_by": self.revoked_by,
-            "revoke_reason": self.revoke_reason,
-            "review_status": self.review_status,
-            "reviewed_by": self.reviewed_by,
-            "review_comment": self.review_comment,
-            "reviewed": rfc3339(self.reviewed),
-        }
+        return _to_dict(self, ("starts", "expires", "revoked", "reviewed"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,17 +143,7 @@ class Lock:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "value": self.value,
-            "reason": self.reason,
-            "created_by": self.created_by,
-            "created": rfc3339(self.created),
-            "until": rfc3339(self.until),
-            "lifted": rfc3339(self.lifted),
-            "lifted_by": self.lifted_by,
-        }
+        return _to_dict(self, ("created", "until", "lifted"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,9 +47,8 @@ from nbguard.elevation.tables import (
     Row,
     approvals_by_request,
     approvals_table,
-    grant_from_row,
+    from_row,
     grants_table,
-    lock_from_row,
     locks_table,
     metadata,
     request_from_row,
@@ -415,7 +414,9 @@ class ElevationStore:
     # -- grants -------------------------------------------------------------------
 
     def _grant(self, connection: Connection, grant_id: str, *, lock: bool) -> ElevationGrant:
-        return grant_from_row(self._row(connection, grants_table, grant_id, "grant", lock=lock))
+        return from_row(
+            ElevationGrant, self._row(connection, grants_table, grant_id, "grant", lock=lock)
+        )
 
     def get_grant(self, grant_id: str) -> ElevationGrant:
         """The grant; NotFoundError if there is none."""
@@ -434,7 +435,7 @@ class ElevationStore:
         if active_only:
             query = query.where(*self._in_force(now))
         with self._read("listing grants") as connection:
-            return [grant_from_row(row) for row in connection.execute(query).mappings()]
+            return [from_row(ElevationGrant, row) for row in connection.execute(query).mappings()]
 
     @staticmethod
     def _in_force(now: float) -> tuple[Any, ...]:
@@ -451,7 +452,7 @@ class ElevationStore:
         )
         with self._read("reading active grants") as connection:
             rows = connection.execute(query).mappings()
-            return ActiveElevation.of([grant_from_row(row) for row in rows])
+            return ActiveElevation.of([from_row(ElevationGrant, row) for row in rows])
 
     def review(self, grant_id: str, *, reviewer: str, comment: str) -> ElevationGrant:
         """Mark a break-glass grant reviewed (comment required); never by its own user."""
@@ -525,14 +526,14 @@ class ElevationStore:
             raise checks.refuse("until must be a time in the future, or none")
         with self._write("locking") as connection:
             connection.execute(insert(locks_table).values(**values))
-        return lock_from_row(values)
+        return from_row(Lock, values)
 
     def unlock(self, lock_id: str, *, by: str) -> Lock:
         """Lift an active lock; ConflictError if it was lifted or has run out."""
         by = checks.name("by", by)
         with self._write("unlocking") as connection:
             now = self.clock()
-            lock = lock_from_row(self._row(connection, locks_table, lock_id, "lock", lock=True))
+            lock = from_row(Lock, self._row(connection, locks_table, lock_id, "lock", lock=True))
             if not lock.active(now):
                 raise _conflict("this lock is no longer active")
             self._change(
@@ -543,7 +544,7 @@ class ElevationStore:
                 lifted=now,
                 lifted_by=by,
             )
-            return lock_from_row(self._row(connection, locks_table, lock.id, "lock", lock=False))
+            return from_row(Lock, self._row(connection, locks_table, lock.id, "lock", lock=False))
 
     def list_locks(self, *, active_only: bool = True) -> list[Lock]:
         """Locks newest first; with ``active_only`` those holding now."""
@@ -551,7 +552,7 @@ class ElevationStore:
         if active_only:
             query = query.where(*self._holding(self.clock()))
         with self._read("listing locks") as connection:
-            return [lock_from_row(row) for row in connection.execute(query).mappings()]
+            return [from_row(Lock, row) for row in connection.execute(query).mappings()]
 
     @staticmethod
     def _holding(now: float) -> tuple[Any, ...]:
@@ -567,4 +568,4 @@ class ElevationStore:
             on.append(and_(locks_table.c.value == device_id, locks_table.c.kind == "device"))
         query = select(locks_table).where(or_(*on), *self._holding(self.clock()))
         with self._read("reading locks") as connection:
-            return [lock_from_row(row) for row in connection.execute(query).mappings()]
+            return [from_row(Lock, row) for row in connection.execute(query).mappings()]

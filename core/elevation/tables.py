@@ -7,7 +7,8 @@ one decision per approver and request, at most one grant per request.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import fields
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -34,6 +35,7 @@ from nbguard.elevation.models import (
 
 #: A row as SQLAlchemy returns it (``RowMapping``) or a dict of column values.
 Row = Mapping[Any, Any]
+Value = TypeVar("Value", ElevationGrant, Lock)
 
 metadata = MetaData()
 _ID = 64
@@ -149,38 +151,6 @@ def approvals_by_request(rows: Iterable[Row]) -> dict[str, list[Approval]]:
     return grouped
 
 
-def grant_from_row(row: Row) -> ElevationGrant:
-    """A grant from its row."""
-    return ElevationGrant(
-        id=row["id"],
-        request_id=row["request_id"],
-        user=row["user"],
-        role=row["role"],
-        action=row["action"],
-        target=row["target"],
-        starts=row["starts"],
-        expires=row["expires"],
-        break_glass=bool(row["break_glass"]),
-        revoked=row["revoked"],
-        revoked_by=row["revoked_by"],
-        revoke_reason=row["revoke_reason"],
-        review_status=row["review_status"],
-        reviewed_by=row["reviewed_by"],
-        review_comment=row["review_comment"],
-        reviewed=row["reviewed"],
-    )
-
-
-def lock_from_row(row: Row) -> Lock:
-    """A lock from its row."""
-    return Lock(
-        id=row["id"],
-        kind=row["kind"],
-        value=row["value"],
-        reason=row["reason"],
-        created_by=row["created_by"],
-        created=row["created"],
-        until=row["until"],
-        lifted=row["lifted"],
-        lifted_by=row["lifted_by"],
-    )
+def from_row(cls: type[Value], row: Row) -> Value:
+    """A grant or a lock from its row (the columns are named after the fields)."""
+    return cls(**{field.name: row[field.name] for field in fields(cls)})
