@@ -8,6 +8,7 @@ never quietly read as ``"alice"``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nbguard.elevation.models import KINDS, LOCK_KINDS
@@ -74,17 +75,20 @@ def what(role: Any, action: Any, target: Any, sensitivity: Any) -> str:
         return KINDS[0]
     if not action or not target:
         raise refuse("ask for a role, or for an action together with its target")
-    try:
-        parsed_action = parse_action(action)
-        parsed_target = str(EntityRef.parse(target))
-    except RequestError:
-        parsed_action = parsed_target = ""
-    if parsed_action != action:
+    if _parsed(parse_action, action) != action:
         raise refuse("action must be an action name like dataset.read")
-    if parsed_target != target:
+    if _parsed(lambda key: str(EntityRef.parse(key)), target) != target:
         raise refuse("target must be a resource key like dataset:customers")
     choice("sensitivity", sensitivity, SENSITIVITIES)
     return KINDS[1]
+
+
+def _parsed(parse: Callable[[str], str], value: str) -> str:
+    # The parsers accept other spellings; only the canonical one is stored.
+    try:
+        return parse(value)
+    except RequestError:
+        return ""
 
 
 def duration(value: Any, rule: ApprovalRule) -> int:
