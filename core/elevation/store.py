@@ -209,11 +209,13 @@ class ElevationStore:
         reason: Any,
         environment: Any,
         sensitivity: Any,
+        *,
+        who: str = "requester",
     ) -> dict[str, Any]:
         now = self.clock()
         return {
             "id": _new_id("req"),
-            "requester": checks.name("requester", requester),
+            "requester": checks.name(who, requester),
             "kind": checks.what(role, action, target, sensitivity),
             "role": role,
             "action": action,
@@ -393,7 +395,15 @@ class ElevationStore:
         ``required`` until someone else reviews it. RequestError if not allowed.
         """
         values = self._request_values(
-            user, role, action, target, duration_seconds, reason, environment, sensitivity
+            user,
+            role,
+            action,
+            target,
+            duration_seconds,
+            reason,
+            environment,
+            sensitivity,
+            who="user",
         )
         if not rule.break_glass:
             raise checks.refuse("break-glass is not allowed for this; request approval instead")
