@@ -43,7 +43,7 @@ def _shown(value: object) -> str:
 
 def check_dataset_name(name: object) -> str:
     """Return ``name`` if it is a valid dataset name; raise DatasetFieldError otherwise."""
-    if not isinstance(name, str) or not DATASET_NAME.match(name):
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
         raise DatasetFieldError(
             "name",
             f"invalid dataset name {_shown(name)}: use 1 to 63 lower-case letters, digits, "
@@ -55,7 +55,7 @@ def check_dataset_name(name: object) -> str:
 def _check_principal(field: str, value: object, *, required: bool) -> str:
     if value == "" and not required:
         return ""
-    if not isinstance(value, str) or not PRINCIPAL_NAME.match(value):
+    if not isinstance(value, str) or not PRINCIPAL_NAME.fullmatch(value):
         raise DatasetFieldError(
             field,
             f"invalid {field} {_shown(value)}: use 1 to 128 letters, digits, '.', '_', '@', "
