@@ -243,7 +243,8 @@ class ElevationStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[ElevationRequest]:
-        """Requests newest first, optionally of one requester and in one status (as of now)."""
+        """Requests newest first, optionally of one requester and in one status (as of now);
+        ``limit`` is capped at 1000."""
         if status is not None:
             checks.choice("status", status, STATUSES)
         for field, value, low in (("limit", limit, 1), ("offset", offset, 0)):
