@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -37,19 +38,11 @@ def problems_of(path: Path) -> list[SourceProblem]:
     return caught.value.problems
 
 
-def test_loads_datasets_in_file_order(tmp_path: Path) -> None:
+def test_loads_datasets_in_file_order(tmp_path: Path, sales: Dataset) -> None:
     """Each entry becomes a Dataset; missing optional fields default to ""."""
     datasets = load_catalog_file(write(tmp_path, GOOD))
     assert [d.name for d in datasets] == ["sales", "customers"]
-    assert datasets[0] == Dataset(
-        name="sales",
-        description="Monthly sales",
-        team="analytics",
-        owner="dave",
-        sensitivity="internal",
-        environment="train",
-        storage="file:///srv/data/sales",
-    )
+    assert datasets[0] == dataclasses.replace(sales, storage="file:///srv/data/sales")
     assert (datasets[1].owner, datasets[1].storage, datasets[1].description) == ("", "", "")
 
 
