@@ -41,6 +41,13 @@ def put(storage: DatasetStorage, dataset: Dataset, path: str, data: bytes) -> No
         file.write(data)
 
 
+def fail_upload(storage: DatasetStorage, dataset: Dataset, path: str) -> None:
+    """Start an upload, write part of it, then fail inside the block."""
+    with storage.open_write(dataset, path) as file:
+        file.write(b"partial")
+        raise Boom
+
+
 def names(storage: DatasetStorage, dataset: Dataset, prefix: str = "") -> list[str]:
     """The names a listing returns."""
     return [i.name for i in storage.listing(dataset, prefix)]
@@ -126,9 +133,8 @@ def test_folders_cannot_be_read_or_deleted(storage: DatasetStorage, sales: Datas
 
 def test_failed_upload_leaves_nothing(storage: DatasetStorage, sales: Dataset) -> None:
     """An exception inside open_write leaves no object and no temporary file behind."""
-    with pytest.raises(Boom), storage.open_write(sales, "new/up.csv") as file:
-        file.write(b"partial")
-        raise Boom
+    with pytest.raises(Boom):
+        fail_upload(storage, sales, "new/up.csv")
     with pytest.raises(NotFoundError):
         storage.info(sales, "new/up.csv")
     assert names(storage, sales, "new") == []
@@ -138,9 +144,8 @@ def test_failed_upload_leaves_nothing(storage: DatasetStorage, sales: Dataset) -
 def test_failed_overwrite_keeps_the_old_object(storage: DatasetStorage, sales: Dataset) -> None:
     """A failed upload over an existing file leaves the old content intact."""
     put(storage, sales, "f.csv", b"old")
-    with pytest.raises(Boom), storage.open_write(sales, "f.csv") as file:
-        file.write(b"new but broken")
-        raise Boom
+    with pytest.raises(Boom):
+        fail_upload(storage, sales, "f.csv")
     with storage.open_read(sales, "f.csv") as file:
         assert file.read() == b"old"
 
@@ -183,7 +188,7 @@ def _all_files(storage: DatasetStorage, dataset: Dataset) -> list[str]:
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(location)
-        return [p for p in fs.find(root)] if fs.exists(root) else []
+        return list(fs.find(root)) if fs.exists(root) else []
     return [str(p) for p in Path(location).rglob("*") if p.is_file()]
 
 
