@@ -45,6 +45,7 @@ from nbguard.hub_plugin.spawner_lease import (
     SpawnLease,
     rfc3339,
     scrub_env,
+    token_digest,
 )
 from nbguard.hub_plugin.spawner_profile import (
     PROFILE_SLUG,
@@ -363,7 +364,15 @@ class PolicySpawnerMixin(LoggingConfigurable):
         if not decision.allowed:
             raise denied(decision, profile, self._nbguard_step_up_url())
         now = int(time.time())
-        lease = SpawnLease(profile, now + cap, decision.correlation_id, session_id, now)
+        token = getattr(self, "api_token", "") or ""
+        lease = SpawnLease(
+            profile,
+            now + cap,
+            decision.correlation_id,
+            session_id,
+            now,
+            token_hash=token_digest(token) if token else "",
+        )
         self._nbguard_lease = lease
         # Pin the decided profile: spawners that read it later (KubeSpawner, in
         # start) must start exactly what the policy allowed.

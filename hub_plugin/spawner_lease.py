@@ -8,6 +8,7 @@ profile and the deadline, never a key, token or database URL of nbguard's.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -52,6 +53,9 @@ class SpawnLease:
     correlation_id: str
     session_id: str
     started: int
+    #: SHA-256 (hex) of the server's own hub API token, so that the guard service
+    #: can tell the server's token from any other token of the same user.
+    token_hash: str = ""
 
     @property
     def deadline_text(self) -> str:
@@ -79,6 +83,7 @@ class SpawnLease:
                 correlation_id=str(section["correlation_id"]),
                 session_id=str(section["session_id"]),
                 started=int(section["started"]),
+                token_hash=str(section.get("token_hash", "")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -93,6 +98,11 @@ class SpawnLease:
             "deadline": self.deadline_text,
         }
         return {names[role]: value for role, value in values.items() if names.get(role) and value}
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 hex digest a lease keeps of the server's API token."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 def rfc3339(epoch: float) -> str:

@@ -1,0 +1,367 @@
+"""``GuardService``: the trusted, hub-managed service that decides every governed access.
+
+JupyterHub starts it (see :func:`~nbguard.hub_plugin.guard.hub_config.guard_service`)
+with ``python -m nbguard.hub_plugin.guard --config jupyterhub_config.py``, so the
+hub and the service read one configuration file: ``c.PolicyEngine`` and
+``c.Ledger`` are shared, ``c.GuardService`` is the service's own. It holds the
+storage credentials, the elevation and catalog database and its half of the
+ledger; the user zone reaches it only with hub API tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from traitlets import Dict, Float, Integer, List, Unicode, default, validate
+from traitlets.config import Application, catch_config_error
+
+from nbguard.errors import ConfigError
+from nbguard.policy import EntityRef
+
+#: Where the service listens when JupyterHub does not say (JUPYTERHUB_SERVICE_URL).
+DEFAULT_URL = "http://127.0.0.1:10101"
+
+
+class GuardService(Application):  # type: ignore[misc]
+    """nbguard's guard service: policy decisions, dataset broker, elevation, revocation."""
+
+    name = "nbguard-guard"
+    description = "nbguard's guard service (run by JupyterHub as a managed service)."
+    aliases: ClassVar[dict[str, str]] = {
+        "config": "GuardService.config_file",
+        "log-level": "Application.log_level",
+    }
+
+    config_file = Unicode(
+        "",
+        help="""Configuration file to load (usually the hub's ``jupyterhub_config.py``,
+        so that the policy engine and ledger settings are shared).""",
+    ).tag(config=True)
+
+    db_url = Unicode(
+        "sqlite:///nbguard-guard.sqlite",
+        help="""Database URL (SQLAlchemy) for elevation requests, approvals, grants, locks
+        and the dataset catalog.
+
+        The default is a SQLite file in the service's working directory (the
+        hub's). Use PostgreSQL to run several replicas of the service: every
+        state change is a locked transaction, so replicas agree. The hub reads
+        active grants from the same database (``NBGuard.guard_db_url``).
+        """,
+    ).tag(config=True)
+
+    storage_root = Unicode(
+        "nbguard-datasets",
+        help="""Default backing store for datasets: a local directory or an fsspec URL.
+
+        A catalog entry without its own ``storage`` lives in ``<storage_root>/<name>``.
+        Only the service's OS user should be able to read it: users reach data only
+        through the broker. The default is a directory beside the service's
+        database, created with mode 0700.
+        """,
+    ).tag(config=True)
+
+    catalog_file = Unicode(
+        "",
+        help="""A catalog file (YAML, see docs/catalog.md) imported at start: its datasets
+        are added or updated, never removed. Empty: none. Admins can also manage the
+        catalog with ``nbguard catalog`` and the API.""",
+    ).tag(config=True)
+
+    approval_rules = List(
+        Dict(),
+        help="""Approval rules for elevation requests, first match wins; see
+        docs/elevation.md. Each rule has ``match`` (kind, role, action, sensitivity,
+        environment), ``approvals`` (how many distinct approvers), ``max_duration_seconds``
+        and ``break_glass`` (whether break-glass may grant it). Who may approve is
+        decided by the policy (``elevation.approve``).""",
+    ).tag(config=True)
+
+    default_approval_rule = Dict(
+        help="""The rule for requests no ``approval_rules`` entry matches. Default: one
+        approval, at most 8 hours, no break-glass.""",
+    ).tag(config=True)
+
+    request_ttl = Integer(
+        86400,
+        help="""Seconds an elevation request waits for approval before it expires.""",
+    ).tag(config=True)
+
+    webhook_url = Unicode(
+        "",
+        help="""URL that receives a JSON POST for each new request, approval, denial,
+        break-glass, revocation and lock. Empty: no notifications. Delivery is
+        retried a few times in the background; it never delays the API.""",
+    ).tag(config=True)
+
+    hub_state_ttl = Float(
+        5.0,
+        help="""Seconds a user's hub state (MFA time, device, zone, server leases) is
+        cached. A denial re-reads it once, so a step-up counts at once.""",
+    ).tag(config=True)
+
+    token_cache_seconds = Integer(
+        60,
+        help="""Seconds the hub's answer about an API token is cached. Tokens the hub
+        revokes stop working after at most this long; nbguard's own locks and
+        revocations count on the next request regardless.""",
+    ).tag(config=True)
+
+    timezone = Unicode(
+        help="""IANA time zone for ``context.hour`` and ``context.weekday``. Default:
+        ``NBGuard.timezone`` from the same configuration file, else UTC.""",
+    ).tag(config=True)
+
+    service_name = Unicode(
+        help="""The service's name at the hub. Default: ``$JUPYTERHUB_SERVICE_NAME``, else
+        ``nbguard-guard``. Tokens need ``access:services!service=<name>``.""",
+    ).tag(config=True)
+
+    service_url = Unicode(
+        help="""URL to listen on. Default: ``$JUPYTERHUB_SERVICE_URL``, else
+        http://127.0.0.1:10101.""",
+    ).tag(config=True)
+
+    service_prefix = Unicode(
+        help="""URL prefix of the service. Default: ``$JUPYTERHUB_SERVICE_PREFIX``, else
+        ``/services/nbguard-guard/``.""",
+    ).tag(config=True)
+
+    hub_api_url = Unicode(
+        help="""The hub's REST API. Default: ``$JUPYTERHUB_API_URL``.""",
+    ).tag(config=True)
+
+    hub_base_url = Unicode(
+        help="""The hub's base URL (for the step-up page). Default: ``$JUPYTERHUB_BASE_URL``,
+        else ``/``.""",
+    ).tag(config=True)
+
+    api_token = Unicode(
+        help="""The service's hub API token. Default: ``$JUPYTERHUB_API_TOKEN``.""",
+    ).tag(config=True)
+
+    @default("timezone")
+    def _default_timezone(self) -> str:
+        configured = self.config.get("NBGuard", {}).get("timezone")
+        return str(configured) if configured else "UTC"
+
+    @default("service_name")
+    def _default_service_name(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME", "nbguard-guard")
+
+    @default("service_url")
+    def _default_service_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", DEFAULT_URL)
+
+    @default("service_prefix")
+    def _default_service_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{self.service_name}/")
+
+    @default("hub_api_url")
+    def _default_hub_api_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "")
+
+    @default("hub_base_url")
+    def _default_hub_base_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_BASE_URL", "/")
+
+    @default("api_token")
+    def _default_api_token(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    @validate("service_prefix", "hub_base_url")
+    def _slashes(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        return "/" + value.strip("/") + "/" if value.strip("/") else "/"
+
+    @validate("hub_state_ttl")
+    def _non_negative(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value < 0:
+            raise ConfigError(f"GuardService.hub_state_ttl must be 0 or more, not {value}")
+        return value
+
+    @catch_config_error  # type: ignore[misc]
+    def initialize(self, argv: list[str] | None = None) -> None:
+        """Read the command line and configuration file, then build the service."""
+        self.parse_command_line(argv)
+        if self.config_file:
+            path = Path(self.config_file)
+            self.load_config_file(path.name, path=str(path.parent.resolve()))
+            # The command line wins over the file.
+            self.parse_command_line(argv)
+        self.init_components()
+
+    def init_components(self) -> None:
+        """Open the stores, the policy engine and the ledger; check the hub settings."""
+        from nbguard.catalog.storage import DatasetStorage
+        from nbguard.catalog.store import CatalogStore
+        from nbguard.elevation.rules import ApprovalRules
+        from nbguard.elevation.store import ElevationStore
+        from nbguard.hub_plugin.guard.contexts import ContextResolver
+        from nbguard.hub_plugin.guard.decisions import Decider
+        from nbguard.hub_plugin.guard.hub_state import HubClient
+        from nbguard.ledger import Ledger
+        from nbguard.policy import PolicyEngine
+
+        if not self.hub_api_url or not self.api_token:
+            raise ConfigError(
+                "GuardService needs the hub's API URL and a token "
+                "($JUPYTERHUB_API_URL, $JUPYTERHUB_API_TOKEN): run it as a JupyterHub "
+                "service (nbguard.hub_plugin.guard.hub_config.guard_service)."
+            )
+        self.engine = PolicyEngine(parent=self)
+        self.ledger = self._open_ledger(Ledger)
+        self.rules = ApprovalRules(self.approval_rules, default=self.default_approval_rule or None)
+        self.elevations = ElevationStore(self.db_url, request_ttl_seconds=self.request_ttl)
+        self.catalog = CatalogStore(self.db_url)
+        self.storage = DatasetStorage(self._storage_root())
+        if self.catalog_file:
+            from nbguard.catalog.files import load_catalog_file
+
+            count = self.catalog.upsert(load_catalog_file(Path(self.catalog_file)))
+            self.log.info("nbguard guard: imported %d datasets from %s", count, self.catalog_file)
+        self._catalog_generation = -1
+        self.sync_catalog()
+        self.hub = HubClient(self.hub_api_url, self.api_token, ttl=self.hub_state_ttl, log=self.log)
+        self.resolver = ContextResolver(
+            self.hub, self.engine, self.elevations, timezone=self.timezone
+        )
+        self.decider = Decider(
+            self.engine, self.resolver, self.ledger, step_up_url=self.step_up_url, log=self.log
+        )
+        from nbguard.hub_plugin.guard.notify import Notifier
+
+        self.notifier = Notifier(self.webhook_url, log=self.log)
+
+    def _open_ledger(self, ledger_class: Any) -> Any:
+        if self.config.get("Ledger", {}).get("url"):
+            return ledger_class(parent=self)
+        path = Path("nbguard-ledger.sqlite").resolve()
+        self.log.warning("Ledger.url is not set: recording to %s", path)
+        return ledger_class(parent=self, url=f"sqlite:///{path}")
+
+    def _storage_root(self) -> str:
+        root = self.storage_root
+        if "://" in root:
+            return root
+        path = Path(root).resolve()
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return str(path)
+
+    # -- shared helpers for handlers -------------------------------------------------------
+
+    @property
+    def step_up_url(self) -> str:
+        """The hub's step-up page, where a denial that wants fresh MFA sends the user."""
+        return f"{self.hub_base_url}hub/nbguard/mfa/step-up"
+
+    def standing_roles(self, user: str) -> list[str]:
+        """The roles the policy entities give ``user`` (without elevation)."""
+        entity = self.engine.entities.get(EntityRef.of("User", user)) or {}
+        return sorted(
+            p["id"] for p in entity.get("parents", []) if str(p.get("type")).endswith("::Role")
+        )
+
+    def sync_catalog(self) -> None:
+        """Load catalog changes (from any replica) into the policy entities."""
+        generation = self.catalog.generation()
+        if generation == self._catalog_generation:
+            return
+        datasets = self.catalog.list()
+        names = {d.name for d in datasets}
+        stale = [
+            ref
+            for ref in self.engine.entities.refs("Dataset")
+            if ref.id not in names and self._catalog_generation >= 0
+        ]
+        if stale:
+            self.engine.remove_entities(stale)
+        self.engine.upsert_entities([d.to_entity() for d in datasets])
+        self._catalog_generation = generation
+
+    # -- running ------------------------------------------------------------------------------
+
+    def make_web_app(self) -> Any:
+        """The tornado application with every route under the service prefix."""
+        from jupyterhub.services.auth import HubOAuth
+        from tornado import web
+
+        from nbguard.hub_plugin.guard.routes import routes
+
+        self.hub_auth = HubOAuth(
+            api_url=self.hub_api_url,
+            api_token=self.api_token,
+            base_url=self.service_prefix,
+            hub_prefix=f"{self.hub_base_url}hub/",
+            cache_max_age=self.token_cache_seconds,
+            access_scopes={f"access:services!service={self.service_name}"},
+            parent=self,
+        )
+        return web.Application(
+            routes(self.service_prefix),
+            nbguard_guard=self,
+            hub_auth=self.hub_auth,
+            cookie_secret=os.urandom(32),
+            xsrf_cookies=True,
+            template_path=str(Path(__file__).with_name("templates")),
+            autoescape="xhtml_escape",
+            log_function=self._log_request,
+        )
+
+    def _log_request(self, handler: Any) -> None:
+        status = handler.get_status()
+        log = self.log.warning if status >= 400 else self.log.debug
+        log(
+            "%d %s %s %.1fms",
+            status,
+            handler.request.method,
+            handler.request.path,
+            1000 * handler.request.request_time(),
+        )
+
+    def listen(self) -> Any:
+        """Start listening on ``service_url``; return the HTTP server."""
+        url = urlparse(self.service_url)
+        self.web_app = self.make_web_app()
+        self.http_server = self.web_app.listen(
+            url.port or 80, url.hostname or "127.0.0.1", xheaders=False
+        )
+        self.log.info("nbguard guard: listening on %s%s", self.service_url, self.service_prefix)
+        return self.http_server
+
+    def close(self) -> None:
+        """Stop listening, sign the ledger's final checkpoint, release the databases."""
+        server = getattr(self, "http_server", None)
+        if server is not None:
+            server.stop()
+        for part in ("ledger", "elevations", "catalog"):
+            component = getattr(self, part, None)
+            if component is not None:
+                component.close()
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT."""
+        self.listen()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.close()
+
+    def start(self) -> None:
+        """Run the service (the process's main)."""
+        asyncio.run(self.run())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m nbguard.hub_plugin.guard``."""
+    app = GuardService.instance()
+    app.initialize(argv)
+    app.start()

@@ -1,0 +1,1 @@
+"""The guard service's HTTP handlers, one module per group of routes."""

@@ -1,0 +1,42 @@
+"""The guard service's URL map: every route under the service prefix, and its API paths.
+
+The OpenAPI document (``openapi.yaml``) describes each ``/api/v1`` route here; a
+test checks the two against each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nbguard.hub_plugin.guard.handlers.decisions import DecisionHandler, MeHandler
+
+#: ``(path under the prefix, handler)``; paths use OpenAPI-style ``{name}`` placeholders
+#: mapped to tornado groups in :func:`routes`.
+API_ROUTES: list[tuple[str, Any]] = [
+    ("api/v1/me", MeHandler),
+    ("api/v1/decisions", DecisionHandler),
+]
+
+#: Placeholder patterns: a path segment, or the rest of the path.
+_SEGMENT = r"([^/]+)"
+_REST = r"(.+)"
+
+
+def tornado_pattern(path: str) -> str:
+    """``api/v1/requests/{id}`` as a tornado regex (``{path}`` takes the rest)."""
+    out = path
+    while "{" in out:
+        start = out.index("{")
+        end = out.index("}", start)
+        name = out[start + 1 : end]
+        out = out[:start] + (_REST if name == "path" else _SEGMENT) + out[end + 1 :]
+    return out
+
+
+def routes(prefix: str) -> list[tuple[str, Any]]:
+    """Tornado routes for a service mounted at ``prefix`` (ending in ``/``)."""
+    from jupyterhub.services.auth import HubOAuthCallbackHandler
+
+    table = [(prefix + tornado_pattern(path) + "$", handler) for path, handler in API_ROUTES]
+    table.append((prefix + "oauth_callback", HubOAuthCallbackHandler))
+    return table
