@@ -180,9 +180,7 @@ class Decider:
         }
         await self._append(who, body, cell)
 
-    async def _append(
-        self, who: CallerContext, body: dict[str, Any], cell: CellRef | None
-    ) -> None:
+    async def _append(self, who: CallerContext, body: dict[str, Any], cell: CellRef | None) -> None:
         if cell is not None:
             body["cell"] = cell.to_dict()
         try:

@@ -159,8 +159,7 @@ class APIHandler(GuardHandler):
             raise GuardError(
                 401,
                 "unauthenticated",
-                "Authentication required: send a JupyterHub API token "
-                "(Authorization: token ...).",
+                "Authentication required: send a JupyterHub API token (Authorization: token ...).",
             )
         try:
             model = await self.hub_auth.user_for_token(token, sync=False)
