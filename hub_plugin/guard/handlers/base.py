@@ -30,10 +30,14 @@ from nbguard.errors import (
 from nbguard.hub_plugin.guard.decisions import CELL_HEADER, CellRef, LedgerUnavailable, parse_cell
 from nbguard.hub_plugin.guard.hub_state import HubUnavailable
 from nbguard.hub_plugin.guard.identity import Caller, caller_from_model
+from nbguard.policy import Decision, EntityRef
 
 if TYPE_CHECKING:
     from nbguard.hub_plugin.guard.app import GuardService
     from nbguard.hub_plugin.guard.contexts import CallerContext
+
+#: The resource of hub-wide actions (``guard.admin``).
+HUB = EntityRef("Hub", "hub")
 
 #: HTTP statuses and stable codes for nbguard's errors, most specific first.
 _ERROR_STATUS: tuple[tuple[type[NBGuardError], int, str], ...] = (
@@ -182,6 +186,23 @@ class APIHandler(GuardHandler):
             return await self.guard.resolver.resolve(self.caller)
         except NBGuardError as error:
             raise http_error(error) from error
+
+    async def decide_or_deny(
+        self, who: CallerContext, action: str, resource: EntityRef
+    ) -> tuple[CallerContext, Decision]:
+        """Decide (and record) ``action`` on ``resource``; 403 with the reasons if denied."""
+        try:
+            who, decision = await self.guard.decider.decide(who, action, resource, cell=self.cell())
+        except NBGuardError as error:
+            raise http_error(error) from error
+        if not decision.allowed:
+            raise http_error(self.guard.decider.denial(decision))
+        return who, decision
+
+    async def require_admin(self, who: CallerContext) -> CallerContext:
+        """403 unless the policy lets the caller administer the guard (``guard.admin``)."""
+        who, _decision = await self.decide_or_deny(who, "guard.admin", HUB)
+        return who
 
     def cell(self) -> CellRef | None:
         """The cell the client says made this request (only recorded, never trusted)."""
