@@ -73,6 +73,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "subject": "alice",
         "details": {"kernel_id": "k-1", "seq": 5},
     },
+    "lock": {
+        "event": "lock",
+        "lock_id": "lock-1",
+        "kind": "user",
+        "value": "mallory",
+        "reason": "stolen laptop",
+        "by": "admin",
+        "until": "2025-01-01T17:00:00Z",
+    },
     "review": {
         "action": "export",
         "target_session": "s-1",
