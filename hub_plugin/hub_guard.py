@@ -190,6 +190,16 @@ class NBGuard(LoggingConfigurable):
         server (never with a secret); empty until the guard service is configured.""",
     ).tag(config=True)
 
+    guard_db_url = Unicode(
+        "sqlite:///nbguard-guard.sqlite",
+        help="""Database URL of the guard service (``GuardService.db_url``), from which the
+        hub reads active elevation grants and locks when it decides a spawn.
+
+        ``guard_service(c, ...)`` sets both to the same value. The default is the
+        guard service's default SQLite file in the hub's working directory.
+        """,
+    ).tag(config=True)
+
     @default("secret_keys")
     def _default_secret_keys(self) -> list[str]:
         return [k.strip() for k in os.environ.get(SECRET_KEYS_ENV, "").split(";") if k.strip()]
@@ -239,6 +249,16 @@ class NBGuard(LoggingConfigurable):
                 "(behind a proxy, configure its address to see real clients)"
             )
 
+    @property
+    def elevations(self) -> Any:
+        """The guard service's elevation store (grants and locks), opened on first use."""
+        store = getattr(self, "_elevations", None)
+        if store is None:
+            from nbguard.elevation.store import ElevationStore
+
+            store = self._elevations = ElevationStore(self.guard_db_url)
+        return store
+
     def _open_ledger(self) -> Ledger:
         if self.config.Ledger.get("url"):
             return Ledger(parent=self)
@@ -250,3 +270,5 @@ class NBGuard(LoggingConfigurable):
         """Sign the ledger's final checkpoint and release the databases."""
         self.ledger.close()
         self.store.close()
+        if getattr(self, "_elevations", None) is not None:
+            self._elevations.close()

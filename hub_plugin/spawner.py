@@ -57,6 +57,7 @@ from nbguard.hub_plugin.spawner_refusal import (
     SpawnRefused,
     bad_profile,
     denied,
+    locked,
     misconfigured,
     unrecorded,
 )
@@ -334,6 +335,21 @@ class PolicySpawnerMixin(LoggingConfigurable):
         state = read_state(await self.user.get_auth_state())
         request = getattr(getattr(self, "handler", None), "request", None)
         observation = guard.context.observe(request, username) if request is not None else None
+        device_id = observation.device_id if observation else (state.device_id if state else "")
+        locks = await self.nbguard_locks(guard, username, device_id)
+        if locks:
+            await self._nbguard_record(
+                guard,
+                {
+                    "allowed": False,
+                    "profile": profile,
+                    "policy_ids": [f"lock:{lock.id}" for lock in locks][:64],
+                    "correlation_id": f"spawn-{secrets.token_hex(8)}",
+                    "reason": f"locked: {locks[0].reason}"[:512],
+                },
+                session=state.session_id if state else None,
+            )
+            raise locked(locks[0].reason)
         roles, grants = await self.nbguard_grants(guard, username)
         context = _spawn_context(guard, observation, state, roles, grants)
         cap = self.profile_max_lifetime.get(profile, self.max_lifetime)
@@ -393,10 +409,17 @@ class PolicySpawnerMixin(LoggingConfigurable):
     async def nbguard_grants(self, guard: Any, username: str) -> tuple[frozenset[str], Any]:
         """Roles and resource grants ``username`` holds through active elevations.
 
-        Returned as ``(elevated_roles, grants)`` for the request context. The default
-        holds none; an elevation store plugs in by overriding this stage.
+        Returned as ``(elevated_roles, grants)`` for the request context, read from
+        the guard service's database (``NBGuard.guard_db_url``).
         """
-        return frozenset(), frozenset()
+        active = await asyncio.to_thread(guard.elevations.active, username)
+        return frozenset(active.roles), frozenset(active.grants)
+
+    async def nbguard_locks(self, guard: Any, username: str, device_id: str) -> list[Any]:
+        """Active locks on ``username`` or their device, from the guard service's database."""
+        return list(
+            await asyncio.to_thread(guard.elevations.locks_for, user=username, device_id=device_id)
+        )
 
     async def _nbguard_record(
         self, guard: Any, body: dict[str, Any], *, session: str | None

@@ -81,6 +81,16 @@ def bad_profile(message: str, log_message: str) -> SpawnRefused:
     return SpawnRefused(f"{REFUSED}: {message}", reason="profile", log_message=log_message)
 
 
+def locked(reason: str) -> SpawnRefused:
+    """The refusal for a user or device an administrator locked."""
+    return SpawnRefused(
+        f"{REFUSED}: your access is locked by an administrator ({reason}). "
+        "Ask your hub administrator to lift the lock.",
+        reason="locked",
+        log_message=f"locked: {reason}",
+    )
+
+
 def misconfigured(log_message: str) -> SpawnRefused:
     """The refusal when nbguard cannot decide at all (fail closed)."""
     return _unavailable(

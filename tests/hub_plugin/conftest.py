@@ -56,6 +56,7 @@ def hub_config(tmp: Path, **nbguard: Any) -> Config:
     # an "@" that the requests library re-quotes).
     config.JupyterHub.bind_url = f"http://127.0.0.1:{random_port()}/prefix/"
     config.NBGuard.mfa_db_url = f"sqlite:///{tmp / 'mfa.sqlite'}"
+    config.NBGuard.guard_db_url = f"sqlite:///{tmp / 'guard.sqlite'}"
     config.NBGuard.secret_keys = [SecretBox.generate_key()]
     config.PolicyEngine.policy_dir = str(DEFAULT_POLICY_DIR)
     config.Ledger.url = f"sqlite:///{tmp / 'ledger.sqlite'}"

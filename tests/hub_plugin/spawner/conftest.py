@@ -51,8 +51,8 @@ def profile_from_form(formdata: dict[str, list[str]]) -> dict[str, Any]:
 def granting(base: Any) -> type:
     """``guarded_spawner(base)`` whose active grants come from :data:`GRANTS`.
 
-    nbguard has no elevation store yet, so this one stage reads a dict; everything
-    else is the real mixin.
+    This one stage reads a dict, so tests set grants without an approval flow (the
+    guard-service tests cover the real store); everything else is the real mixin.
     """
     from nbguard.policy import Grant
 
