@@ -44,6 +44,7 @@ def guard_service(
     python: str = sys.executable,
     managed: bool = True,
     api_token: str = "",
+    environment: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Add the guard service to the hub config ``c``; return its service entry.
 
@@ -54,6 +55,8 @@ def guard_service(
     ``c``, else its default SQLite file), which the hub also reads for grants.
     With ``managed=False`` the hub does not start it (run it yourself, e.g. in its
     own pod, with ``JUPYTERHUB_API_TOKEN`` set to ``api_token``).
+    ``environment`` adds variables to the managed service's environment (the hub
+    passes it only ``JUPYTERHUB_*`` and a few standard ones).
     """
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
@@ -67,6 +70,8 @@ def guard_service(
     }
     if managed:
         service["command"] = [python, "-m", "nbguard.hub_plugin.guard", "--config", config_file]
+        if environment:
+            service["environment"] = dict(environment)
     elif len(api_token) < 32:
         raise ConfigError("guard_service: an unmanaged service needs a 32+ character api_token")
     else:
