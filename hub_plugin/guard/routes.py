@@ -9,12 +9,33 @@ from __future__ import annotations
 from typing import Any
 
 from nbguard.hub_plugin.guard.handlers.decisions import DecisionHandler, MeHandler
+from nbguard.hub_plugin.guard.handlers.elevation import (
+    BreakGlassHandler,
+    GrantReviewHandler,
+    GrantRevokeHandler,
+    GrantsHandler,
+    RequestCancelHandler,
+    RequestDecisionHandler,
+    RequestHandler,
+    RequestsHandler,
+)
+from nbguard.hub_plugin.guard.handlers.locks import LockHandler, LocksHandler
 
 #: ``(path under the prefix, handler)``; paths use OpenAPI-style ``{name}`` placeholders
 #: mapped to tornado groups in :func:`routes`.
 API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/me", MeHandler),
     ("api/v1/decisions", DecisionHandler),
+    ("api/v1/requests", RequestsHandler),
+    ("api/v1/requests/{id}", RequestHandler),
+    ("api/v1/requests/{id}/decision", RequestDecisionHandler),
+    ("api/v1/requests/{id}/cancel", RequestCancelHandler),
+    ("api/v1/break-glass", BreakGlassHandler),
+    ("api/v1/grants", GrantsHandler),
+    ("api/v1/grants/{id}/revoke", GrantRevokeHandler),
+    ("api/v1/grants/{id}/review", GrantReviewHandler),
+    ("api/v1/locks", LocksHandler),
+    ("api/v1/locks/{id}", LockHandler),
 ]
 
 #: Placeholder patterns: a path segment, or the rest of the path.
