@@ -45,6 +45,8 @@ from nbguard.ledger.keys import generate_key_pair
 
 #: Where the hub configuration finds the state directory.
 STATE_DIR_ENV = "NBGUARD_DEMO_STATE_DIR"
+#: Where the demo's guard service listens (picked free by ``nbguard demo``).
+GUARD_PORT_ENV = "NBGUARD_DEMO_GUARD_PORT"
 #: The demo users; they match the users of the example policies.
 USERS = ("alice", "bob", "carol", "dave")
 ADMIN_USERS = ("dave",)
@@ -57,6 +59,16 @@ EXIT_FAILED = 1
 STOP_GRACE_SECONDS = 60.0
 _POLL_SECONDS = 0.25
 _MARKER_TEXT = "nbguard demo state: secrets and databases of a local demo hub. Delete to reset.\n"
+
+
+#: The demo catalog's files (``hub_plugin/demo/catalog.yaml``), by dataset/path.
+DEMO_DATA = {
+    "weather/2025.csv": "day,city,max_c\n2025-01-01,Basel,4\n2025-01-02,Basel,6",
+    "sales/2025.csv": "region,quarter,revenue\nnorth,Q1,120000\nsouth,Q1,98000",
+    "features/train.csv": "customer,tenure_months,churned\nc1,14,0\nc2,3,1",
+    "customers/customers.csv": "customer,name,iban\nc1,Ada Example,CH00 0000 0000 0000 0001",
+    "ledger-prod/entries.csv": "entry,account,amount\ne1,4000,-250.00",
+}
 
 
 class DemoState:
@@ -75,6 +87,9 @@ class DemoState:
         self.hub_db = self.root / "jupyterhub.sqlite"
         self.ledger_db = self.root / "ledger.sqlite"
         self.mfa_db = self.root / "mfa.sqlite"
+        self.guard_db = self.root / "guard.sqlite"
+        #: The guard service's dataset store (only the hub's OS user can read it).
+        self.datasets = self.root / "datasets"
         self.proxy_pid_file = self.root / "jupyterhub-proxy.pid"
         self.homes = self.root / "home"
 
@@ -138,9 +153,19 @@ class DemoState:
         _write_private(self.password_file, secrets.token_urlsafe(12))
         generate_key_pair(self.ledger_key_file, self.ledger_public_key_file)
         self.homes.mkdir(mode=0o700)
+        self.seed_datasets()
         # Written last: a directory without it was never completely prepared.
         self.marker.write_text(_MARKER_TEXT, encoding="ascii")
         return True
+
+    def seed_datasets(self) -> None:
+        """Write the demo catalog's sample files (once; existing files are kept)."""
+        self.datasets.mkdir(mode=0o700, exist_ok=True)
+        for relative, text in DEMO_DATA.items():
+            path = self.datasets / relative
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.exists():
+                _write_private(path, text)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -331,6 +356,7 @@ def _demo(args: argparse.Namespace) -> int:
     state = DemoState(args.state_dir)
     created = state.prepare()
     with state.lock():
+        state.seed_datasets()
         print(f"{'created' if created else 'using'} demo state in {state.root}", flush=True)
         return _run_hub(args, executables["jupyterhub"], config, state)
 
@@ -350,6 +376,7 @@ def _run_hub(args: argparse.Namespace, jupyterhub: str, config: Path, state: Dem
     ]
     env = dict(os.environ)
     env[STATE_DIR_ENV] = str(state.root)
+    env[GUARD_PORT_ENV] = str(_free_loopback_port())
     # The hub finds the proxy, and the spawner jupyterhub-singleuser, on PATH.
     bin_dir = str(Path(jupyterhub).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
@@ -380,6 +407,8 @@ def banner(state: DemoState, ip: str, port: int) -> str:
  or compute a code from the secret shown under it:
      python -c 'import pyotp; print(pyotp.TOTP("SECRET").now())'
  Keep the recovery codes it shows, then start your server (JupyterLab).
+ The guard service (datasets, access requests, approvals) answers at
+     http://{host}:{port}/services/nbguard-guard/api/v1/me  (with a hub API token)
  The ledger records every login and decision; prove it intact (checkpoints are
  signed every few seconds, and when the hub stops) with:
      nbguard verify {db} \\

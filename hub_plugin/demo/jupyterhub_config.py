@@ -11,9 +11,11 @@ run as the hub's own OS user (SimpleLocalProcessSpawner).
 """
 
 import os
+from pathlib import Path
 
-from nbguard.cli.demo import ADMIN_USERS, USERS, DemoState
+from nbguard.cli.demo import ADMIN_USERS, GUARD_PORT_ENV, STATE_DIR_ENV, USERS, DemoState
 from nbguard.hub_plugin import guarded_authenticator, guarded_spawner
+from nbguard.hub_plugin.guard.hub_config import guard_service
 from nbguard.policy import DEFAULT_POLICY_DIR
 
 c = get_config()  # noqa: F821 (traitlets defines get_config for config files)
@@ -67,3 +69,16 @@ c.PolicySpawnerMixin.default_profile = "train"
 if os.geteuid() == 0:
     # Containers often run everything as root; jupyter_server refuses that unless told.
     c.Spawner.args = ["--allow-root"]
+
+# -- the guard service: decisions, the dataset broker, elevation --------------------
+# Started by the hub with this same file, so it shares the policy and ledger settings.
+guard_port = os.environ.get(GUARD_PORT_ENV, "10101")
+guard_service(
+    c,
+    config_file=__file__,
+    url=f"http://127.0.0.1:{guard_port}",
+    db_url=state.sqlite_url(state.guard_db),
+    environment={STATE_DIR_ENV: str(state.root), GUARD_PORT_ENV: guard_port},
+)
+c.GuardService.storage_root = str(state.datasets)
+c.GuardService.catalog_file = str(Path(__file__).with_name("catalog.yaml"))

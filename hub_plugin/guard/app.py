@@ -11,6 +11,7 @@ ledger; the user zone reaches it only with hub API tokens.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -144,6 +145,34 @@ class GuardService(Application):  # type: ignore[misc]
     api_token = Unicode(
         help="""The service's hub API token. Default: ``$JUPYTERHUB_API_TOKEN``.""",
     ).tag(config=True)
+
+    max_upload_bytes = Integer(
+        10 * 1024**3,
+        help="""Largest dataset file, in bytes, one upload may write (default 10 GiB).
+
+        A request whose ``Content-Length`` is larger is refused with 413 before any
+        byte is read; a streamed (chunked) body is counted and refused with 413 as
+        soon as it passes the limit, and nothing of it is kept.""",
+    ).tag(config=True)
+
+    stream_chunk_bytes = Integer(
+        4 * 1024**2,
+        help="""Bytes the dataset broker reads from storage and sends at a time (default
+        4 MiB), and buffers before writing an upload. Larger chunks cost memory per
+        concurrent transfer; smaller ones cost throughput.""",
+    ).tag(config=True)
+
+    @validate("max_upload_bytes", "stream_chunk_bytes")
+    def _positive_bytes(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 1:
+            name = proposal["trait"].name
+            raise ConfigError(f"GuardService.{name} must be 1 or more, not {value}")
+        return value
+
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return logging.INFO
 
     @default("timezone")
     def _default_timezone(self) -> str:
