@@ -1,0 +1,123 @@
+"""The lock API: admins lock users and devices, the next decision is refused, locks lift."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+import requests
+
+from .conftest import Client, Guard, server_client, user_client
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def error_of(response: requests.Response) -> dict[str, Any]:
+    """The JSON error body of a 4xx answer (it must be one)."""
+    assert response.headers["Content-Type"].startswith("application/json"), response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    return dict(body["error"])
+
+
+def lock_records(guard: Guard, lock_id: str) -> list[dict[str, Any]]:
+    """The lock ledger records of one lock, in order."""
+    out = io.StringIO()
+    guard.service.ledger.export(out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    found = [line["record"] for line in lines if line.get("type") == "record"]
+    return [r["body"] for r in found if r["kind"] == "lock" and r["body"]["lock_id"] == lock_id]
+
+
+async def read_sales(client: Client) -> requests.Response:
+    """The caller's decision on reading an internal dataset (allowed when not locked)."""
+    return await client.call(
+        "POST", "api/v1/decisions", json={"action": "dataset.read", "resource": "dataset:sales"}
+    )
+
+
+async def test_lock_refuses_the_next_decision_and_unlock_restores(guard: Guard) -> None:
+    """A locked user's next decision is refused; lifting the lock lets them in again."""
+    alice = await user_client(guard)
+    assert (await read_sales(alice)).json()["allowed"] is True
+    admin = await user_client(guard, "admin")
+    response = await admin.call(
+        "POST", "api/v1/locks", json={"kind": "user", "value": alice.name, "reason": "phished"}
+    )
+    assert response.status_code == 201, response.text
+    lock = response.json()
+    assert (lock["kind"], lock["value"], lock["created_by"]) == ("user", alice.name, admin.name)
+    refused = await read_sales(alice)
+    assert refused.status_code == 403
+    assert error_of(refused)["decision"]["lock_id"] == lock["id"]
+    assert (await alice.call("GET", "api/v1/requests")).status_code == 403
+    listed = (await admin.call("GET", "api/v1/locks")).json()["locks"]
+    assert lock["id"] in [item["id"] for item in listed]
+
+    lifted = await admin.call("DELETE", f"api/v1/locks/{lock['id']}")
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["lifted_by"] == admin.name
+    assert (await read_sales(alice)).json()["allowed"] is True
+    assert (await admin.call("DELETE", f"api/v1/locks/{lock['id']}")).status_code == 409
+    assert (await admin.call("DELETE", "api/v1/locks/lock-nope")).status_code == 404
+    assert [r["event"] for r in lock_records(guard, lock["id"])] == ["lock", "unlock"]
+    assert lock_records(guard, lock["id"])[0]["by"] == admin.name
+
+
+async def test_lock_with_until_and_stop_servers(guard: Guard) -> None:
+    """A timed lock carries its end, and stop_servers ends the user's running server."""
+    alice = await server_client(guard)
+    admin = await user_client(guard, "admin")
+    body = {
+        "kind": "user",
+        "value": alice.name,
+        "reason": "leaving",
+        "until": "2999-01-01T00:00:00Z",
+        "stop_servers": True,
+    }
+    response = await admin.call("POST", "api/v1/locks", json=body)
+    assert response.status_code == 201, response.text
+    lock = response.json()
+    assert lock["until"].startswith("2999-01-01T00:00:00")
+    assert lock["stopped_servers"] == [f"{alice.name}/"]
+    assert not guard.hub.users[alice.name].spawner.active
+    assert lock_records(guard, lock["id"])[0]["until"].startswith("2999-01-01T00:00:00")
+    await admin.call("DELETE", f"api/v1/locks/{lock['id']}")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        pytest.param({"kind": "room", "value": "x", "reason": "r"}, "kind must be", id="kind"),
+        pytest.param({"kind": "user", "value": "", "reason": "r"}, "value is required",
+                     id="empty-value"),
+        pytest.param({"kind": "user", "value": "x", "reason": "r", "until": "tomorrow"},
+                     "RFC 3339", id="until-text"),
+        pytest.param({"kind": "user", "value": "x", "reason": "r",
+                      "until": "2999-01-01T00:00:00"}, "with a zone", id="until-naive"),
+        pytest.param({"kind": "user", "value": "x", "reason": "r",
+                      "until": "2000-01-01T00:00:00Z"}, "future", id="until-past"),
+        pytest.param({"kind": "user", "value": "x"}, "Missing field: reason", id="missing"),
+        pytest.param({"kind": "user", "value": "x", "reason": "r", "stop_servers": "yes"},
+                     "stop_servers must be", id="wrong-type"),
+    ],
+)  # fmt: skip
+async def test_bad_lock_bodies_get_400(guard: Guard, body: dict[str, Any], words: str) -> None:
+    """Bad lock bodies are refused naming the field, and lock nobody."""
+    admin = await user_client(guard, "admin")
+    response = await admin.call("POST", "api/v1/locks", json=body)
+    assert response.status_code == 400, response.text
+    assert words in error_of(response)["message"]
+
+
+async def test_non_admins_cannot_lock(guard: Guard) -> None:
+    """A reviewer cannot lock, list or unlock; a forged token gets 401."""
+    reviewer = await user_client(guard, "reviewer")
+    body = {"kind": "user", "value": reviewer.name, "reason": "x"}
+    assert (await reviewer.call("POST", "api/v1/locks", json=body)).status_code == 403
+    assert (await reviewer.call("GET", "api/v1/locks")).status_code == 403
+    forged = Client(guard, "not-a-token", "nobody")
+    assert (await forged.call("GET", "api/v1/locks")).status_code == 401
+    assert (await forged.call("DELETE", "api/v1/locks/x")).status_code == 401
