@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbguard.hub_plugin.guard.handlers.datasets import DatasetHandler, DatasetListHandler
 from nbguard.hub_plugin.guard.handlers.decisions import DecisionHandler, MeHandler
 from nbguard.hub_plugin.guard.handlers.elevation import (
     BreakGlassHandler,
@@ -20,12 +21,17 @@ from nbguard.hub_plugin.guard.handlers.elevation import (
     RequestsHandler,
 )
 from nbguard.hub_plugin.guard.handlers.locks import LockHandler, LocksHandler
+from nbguard.hub_plugin.guard.handlers.objects import ObjectHandler, ObjectListHandler
 
 #: ``(path under the prefix, handler)``; paths use OpenAPI-style ``{name}`` placeholders
 #: mapped to tornado groups in :func:`routes`.
 API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/me", MeHandler),
     ("api/v1/decisions", DecisionHandler),
+    ("api/v1/datasets", DatasetListHandler),
+    ("api/v1/datasets/{name}", DatasetHandler),
+    ("api/v1/datasets/{name}/objects", ObjectListHandler),
+    ("api/v1/datasets/{name}/objects/{path}", ObjectHandler),
     ("api/v1/requests", RequestsHandler),
     ("api/v1/requests/{id}", RequestHandler),
     ("api/v1/requests/{id}/decision", RequestDecisionHandler),
