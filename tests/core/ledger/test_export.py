@@ -132,11 +132,12 @@ def _drop_line(lines: list[dict[str, Any]]) -> int:
 def _drop_tail(lines: list[dict[str, Any]]) -> int:
     del lines[-3:]
     last = max(line["seq"] for line in lines if line["type"] == "record")
-    # Named: a checkpoint left beyond the last record, else that record.
+    # Named: with a checkpoint left beyond the last record, the first record it
+    # proves missing; else the last record (whose own checkpoint went).
     beyond = [
         line["seq"] for line in lines if line["type"] != "record" and line.get("seq", 0) > last
     ]
-    return min(beyond, default=last)
+    return last + 1 if beyond else last
 
 
 def _redact_public_field(lines: list[dict[str, Any]]) -> int:
