@@ -11,7 +11,6 @@ policy engine and the ledger keep their own sections (``c.PolicyEngine``,
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, default, validate
@@ -25,7 +24,7 @@ from nbguard.hub_plugin.mfa.store import MFAStore
 from nbguard.hub_plugin.mfa.totp import TOTPSettings
 from nbguard.hub_plugin.pending import PendingLogins
 from nbguard.hub_plugin.request_context import ContextBuilder
-from nbguard.ledger import Ledger
+from nbguard.ledger.ledger import open_configured_ledger
 from nbguard.network import NetworkZones, TrustedProxies
 from nbguard.policy import PolicyEngine
 
@@ -242,7 +241,7 @@ class NBGuard(LoggingConfigurable):
         self.pending = PendingLogins(ttl=self.pending_login_ttl)
         self.store = MFAStore(self.mfa_db_url, self.secrets)
         self.engine = PolicyEngine(parent=self)
-        self.ledger = self._open_ledger()
+        self.ledger = open_configured_ledger(self)
         if not self.proxies.networks:
             self.log.info(
                 "NBGuard.trusted_proxies is empty: client addresses are TCP peers "
@@ -258,13 +257,6 @@ class NBGuard(LoggingConfigurable):
 
             store = self._elevations = ElevationStore(self.guard_db_url)
         return store
-
-    def _open_ledger(self) -> Ledger:
-        if self.config.Ledger.get("url"):
-            return Ledger(parent=self)
-        path = Path("nbguard-ledger.sqlite").resolve()
-        self.log.warning("Ledger.url is not set: recording to %s", path)
-        return Ledger(parent=self, url=f"sqlite:///{path}")
 
     def close(self) -> None:
         """Sign the ledger's final checkpoint and release the databases."""

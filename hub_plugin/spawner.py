@@ -39,14 +39,15 @@ from traitlets import Dict, Integer, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from nbguard.errors import ConfigError, LedgerError, NBGuardError
+from nbguard.hub_plugin.spawner_context import guard_secrets, spawn_context
 from nbguard.hub_plugin.spawner_lease import (
     DEFAULT_ENV_NAMES,
     STATE_KEY,
     SpawnLease,
-    rfc3339,
     scrub_env,
     token_digest,
 )
+from nbguard.hub_plugin.spawner_lifetime import LifetimeCap
 from nbguard.hub_plugin.spawner_profile import (
     PROFILE_SLUG,
     checked_profile,
@@ -64,12 +65,12 @@ from nbguard.hub_plugin.spawner_refusal import (
 
 #: Shortest lifetime cap accepted, in seconds.
 MIN_LIFETIME = 1
-#: Seconds before trying again to stop a server whose stop at the cap failed.
-STOP_RETRY = 10.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class PolicySpawnerMixin(LoggingConfigurable):
+# LifetimeCap last: it adds only ``_nbguard_*`` methods, so the wrapped spawner
+# class still comes right after the mixin in a guarded class's MRO.
+class PolicySpawnerMixin(LoggingConfigurable, LifetimeCap):
     """Adds nbguard's spawn decision, lifetime cap and server environment to a Spawner class."""
 
     default_profile = Unicode(
@@ -173,8 +174,6 @@ class PolicySpawnerMixin(LoggingConfigurable):
     # Plain attributes, not traits: per-instance run-time state.
     _nbguard_lease: SpawnLease | None = None
     _nbguard_stop_reason = "requested"
-    _nbguard_timer: asyncio.TimerHandle | None = None
-    _nbguard_task: asyncio.Future[Any] | None = None
     _nbguard_capping = False
     _nbguard_announced = False
 
@@ -239,7 +238,7 @@ class PolicySpawnerMixin(LoggingConfigurable):
                 f"{type(self).__name__}.get_env called for a server no spawn decision allowed"
             )
         guard = self.nbguard_guard()
-        env, dropped = scrub_env(env, _guard_secrets(guard))
+        env, dropped = scrub_env(env, guard_secrets(guard))
         if dropped:
             self.log.warning(
                 "nbguard: not passing %s to %s: they hold the hub's secrets",
@@ -351,7 +350,7 @@ class PolicySpawnerMixin(LoggingConfigurable):
             )
             raise locked(locks[0].reason)
         roles, grants = await self.nbguard_grants(guard, username)
-        context = _spawn_context(guard, observation, state, roles, grants)
+        context = spawn_context(guard, observation, state, roles, grants)
         cap = self.profile_max_lifetime.get(profile, self.max_lifetime)
         try:
             decision = guard.engine.decide(
@@ -444,128 +443,12 @@ class PolicySpawnerMixin(LoggingConfigurable):
             spawn += f"/{url_escape_path(self.name)}"
         return step_up_url(base, spawn)
 
-    # -- the lifetime cap -----------------------------------------------------------------
-
-    def _nbguard_arm(self, delay: float | None = None) -> None:
-        lease = self._nbguard_lease
-        if lease is None:
-            return
-        self._nbguard_disarm()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no event loop: the checks in poll still apply
-        wait = max(0.0, lease.remaining()) if delay is None else delay
-        self._nbguard_timer = loop.call_later(wait, self._nbguard_due)
-
-    def _nbguard_disarm(self) -> None:
-        if self._nbguard_timer is not None:
-            self._nbguard_timer.cancel()
-            self._nbguard_timer = None
-
-    def _nbguard_due(self) -> None:
-        self._nbguard_timer = None
-        self._nbguard_task = asyncio.ensure_future(self._nbguard_enforce())
-
-    async def _nbguard_enforce(self) -> None:
-        lease = self._nbguard_lease
-        try:
-            # poll stops the server; poll_and_notify then tells the hub, which
-            # removes the route and cleans up as for any server that stopped.
-            await self.poll_and_notify()
-        except Exception:
-            self.log.exception("nbguard: stopping %s at its cap failed", self._log_name)
-        if lease is not None and self._nbguard_lease is lease:
-            remaining = lease.remaining()
-            self._nbguard_arm(remaining if remaining > 0 else STOP_RETRY)
-
-    async def _nbguard_stop_at_cap(self, lease: SpawnLease) -> None:
-        self.log.warning(
-            "nbguard: stopping %s: its lifetime cap (%s) has passed",
-            self._log_name,
-            lease.deadline_text,
-        )
-        self._nbguard_stop_reason = "lifetime"
-        try:
-            await self.stop()
-        except Exception:
-            self.log.exception("nbguard: could not stop %s at its cap", self._log_name)
-        finally:
-            self._nbguard_stop_reason = "requested"
-
-    async def _nbguard_record_stop(self, lease: SpawnLease, reason: str) -> None:
-        body = {
-            "server_name": self.name[:256],
-            "profile": lease.profile,
-            "reason": reason,
-            "correlation_id": lease.correlation_id,
-            "deadline": rfc3339(lease.deadline),
-            "ran_s": max(0, int(time.time()) - lease.started),
-        }
-        try:
-            guard = self.nbguard_guard()
-            await guard.ledger.append_async(
-                "server_stop",
-                body,
-                actor=self.user.name[:256],
-                session=lease.session_id or None,
-            )
-        except (SpawnRefused, LedgerError, OSError, RuntimeError) as error:
-            # The server is stopped either way; a missing record is for the admin.
-            self.log.error(
-                "nbguard: server_stop record for %s not written: %s", self._log_name, error
-            )
-
 
 def _lifetime(setting: str, value: Any) -> int:
     seconds = int(value)
     if seconds < MIN_LIFETIME:
         raise TraitError(f"{setting} must be at least {MIN_LIFETIME} seconds, not {seconds}")
     return seconds
-
-
-def _spawn_context(
-    guard: Any, observation: Any, state: Any, roles: frozenset[str], grants: Any
-) -> Any:
-    """The request context of a spawn: where and on what from the spawn request (the
-    login's values without one), how recently the second factor, from the login."""
-    from datetime import datetime
-
-    from nbguard.policy import RequestContext
-    from nbguard.policy.vocabulary import MFA_NEVER
-
-    if observation is not None and observation.client.address is not None:
-        zone = observation.zone
-    else:
-        zone = state.network_zone if state else "unknown"
-    if observation is not None:
-        device_trusted, device_id = observation.device_trusted, observation.device_id
-        hour, weekday = observation.hour, observation.weekday
-    else:
-        device_trusted = state.device_trusted if state else False
-        device_id = state.device_id if state else ""
-        moment = datetime.now(guard.context.tz)
-        hour, weekday = moment.hour, moment.weekday()
-    return RequestContext(
-        network_zone=zone,
-        device_trusted=device_trusted,
-        device_id=device_id,
-        mfa_method=state.mfa_method if state else "none",
-        mfa_age_seconds=state.mfa_age() if state else MFA_NEVER,
-        hour=hour,
-        weekday=weekday,
-        # No nbguard login state at all is the least trusted case.
-        risk=state.risk if state else "high",
-        elevated_roles=frozenset(roles),
-        grants=frozenset(grants),
-    )
-
-
-def _guard_secrets(guard: Any) -> list[str]:
-    """Values that must never appear in a server's environment."""
-    ledger = guard.ledger
-    values = [*guard.secret_keys, guard.mfa_db_url, ledger.url, ledger.signing_key_file]
-    return [v for v in values if isinstance(v, str) and v]
 
 
 async def _settle(value: Any) -> Any:

@@ -411,6 +411,21 @@ class Ledger(LoggingConfigurable):
         self.close()
 
 
+#: The ledger file used when ``Ledger.url`` is not configured (the working directory
+#: of the hub, which the guard service shares, so both write one ledger).
+DEFAULT_LEDGER_FILE = "nbguard-ledger.sqlite"
+
+
+def open_configured_ledger(parent: Any) -> Ledger:
+    """The ledger ``parent``'s configuration describes, or, without ``Ledger.url``, the
+    default SQLite file in the working directory (said loudly in the log)."""
+    if parent.config.get("Ledger", {}).get("url"):
+        return Ledger(parent=parent)
+    path = Path(DEFAULT_LEDGER_FILE).resolve()
+    parent.log.warning("Ledger.url is not set: recording to %s", path)
+    return Ledger(parent=parent, url=f"sqlite:///{path}")
+
+
 def _plain(body: Any) -> Any:
     """A mapping as a dict (anything else as it is, for validation to refuse)."""
     return dict(body) if isinstance(body, Mapping) else body

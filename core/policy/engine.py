@@ -344,12 +344,7 @@ class PolicyEngine(LoggingConfigurable):
         return Verdict(result.allowed and not errors, policy_ids, errors)
 
     def _candidate_roles(self, p: EntityRef) -> list[str]:
-        entity = self._store.get(p) or {}
-        held = {
-            parent["id"]
-            for parent in entity.get("parents", [])
-            if parent["type"].endswith("::Role")
-        }
+        held = set(self._store.roles_of(p))
         return [ref.id for ref in self._store.refs("Role") if ref.id not in held]
 
     def _grant_for(self, action: str, r: EntityRef) -> Grant | None:

@@ -15,7 +15,7 @@ from typing import Any
 import cedarpy
 
 from nbguard.errors import EntityError
-from nbguard.policy.refs import EntityRef
+from nbguard.policy.refs import NAMESPACE, EntityRef
 from nbguard.policy.vocabulary import ENVIRONMENTS, SENSITIVITIES
 
 Entity = dict[str, Any]
@@ -221,6 +221,15 @@ class EntityStore:
     def get(self, ref: EntityRef) -> Entity | None:
         """The entity's JSON, or None."""
         return self._entities.get(ref)
+
+    def roles_of(self, ref: EntityRef) -> list[str]:
+        """The roles ``ref`` is a direct member of (its standing roles), sorted."""
+        entity = self._entities.get(ref) or {}
+        return sorted(
+            parent["id"]
+            for parent in entity.get("parents", [])
+            if parent["type"] == f"{NAMESPACE}::Role"
+        )
 
     def refs(self, type_name: str) -> list[EntityRef]:
         """Every stored reference of one type, sorted by id."""

@@ -235,7 +235,7 @@ class GuardService(Application):  # type: ignore[misc]
         from nbguard.hub_plugin.guard.contexts import ContextResolver
         from nbguard.hub_plugin.guard.decisions import Decider
         from nbguard.hub_plugin.guard.hub_state import HubClient
-        from nbguard.ledger import Ledger
+        from nbguard.ledger.ledger import open_configured_ledger
         from nbguard.policy import PolicyEngine
 
         if not self.hub_api_url or not self.api_token:
@@ -245,7 +245,7 @@ class GuardService(Application):  # type: ignore[misc]
                 "service (nbguard.hub_plugin.guard.hub_config.guard_service)."
             )
         self.engine = PolicyEngine(parent=self)
-        self.ledger = self._open_ledger(Ledger)
+        self.ledger = open_configured_ledger(self)
         self.rules = ApprovalRules(self.approval_rules, default=self.default_approval_rule or None)
         self.elevations = ElevationStore(self.db_url, request_ttl_seconds=self.request_ttl)
         self.catalog = CatalogStore(self.db_url)
@@ -268,13 +268,6 @@ class GuardService(Application):  # type: ignore[misc]
 
         self.notifier = Notifier(self.webhook_url, log=self.log)
 
-    def _open_ledger(self, ledger_class: Any) -> Any:
-        if self.config.get("Ledger", {}).get("url"):
-            return ledger_class(parent=self)
-        path = Path("nbguard-ledger.sqlite").resolve()
-        self.log.warning("Ledger.url is not set: recording to %s", path)
-        return ledger_class(parent=self, url=f"sqlite:///{path}")
-
     def _storage_root(self) -> str:
         root = self.storage_root
         if "://" in root:
@@ -292,10 +285,7 @@ class GuardService(Application):  # type: ignore[misc]
 
     def standing_roles(self, user: str) -> list[str]:
         """The roles the policy entities give ``user`` (without elevation)."""
-        entity = self.engine.entities.get(EntityRef.of("User", user)) or {}
-        return sorted(
-            p["id"] for p in entity.get("parents", []) if str(p.get("type")).endswith("::Role")
-        )
+        return self.engine.entities.roles_of(EntityRef.of("User", user))
 
     def sync_catalog(self) -> None:
         """Load catalog changes (from any replica) into the policy entities."""
@@ -338,8 +328,6 @@ class GuardService(Application):  # type: ignore[misc]
             hub_auth=self.hub_auth,
             cookie_secret=os.urandom(32),
             xsrf_cookies=True,
-            template_path=str(Path(__file__).with_name("templates")),
-            autoescape="xhtml_escape",
             log_function=self._log_request,
         )
 

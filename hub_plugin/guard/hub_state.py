@@ -79,7 +79,10 @@ class HubClient:
             raise HubUnavailable(f"hub API {method} {path}: {error}") from error
         if not response.body:
             return {}
-        return json.loads(response.body)
+        try:
+            return json.loads(response.body)
+        except ValueError as error:
+            raise HubUnavailable(f"hub API {method} {path}: not JSON ({error})") from error
 
     async def user_state(self, name: str, *, max_age: float | None = None) -> UserState | None:
         """The user's state, at most ``max_age`` (default ``ttl``) seconds old; None if unknown."""

@@ -61,9 +61,9 @@ def tornado_pattern(path: str) -> str:
 
 
 def routes(prefix: str) -> list[tuple[str, Any]]:
-    """Tornado routes for a service mounted at ``prefix`` (ending in ``/``)."""
-    from jupyterhub.services.auth import HubOAuthCallbackHandler
+    """Tornado routes for a service mounted at ``prefix`` (ending in ``/``).
 
-    table = [(prefix + tornado_pattern(path) + "$", handler) for path, handler in API_ROUTES]
-    table.append((prefix + "oauth_callback", HubOAuthCallbackHandler))
-    return table
+    Only token-authenticated API routes for now: the OAuth callback arrives with
+    the browser pages, wired to the service's own ``HubOAuth``.
+    """
+    return [(prefix + tornado_pattern(path) + "$", handler) for path, handler in API_ROUTES]
