@@ -320,16 +320,39 @@ class GuardService(Application):  # type: ignore[misc]
             hub_prefix=f"{self.hub_base_url}hub/",
             cache_max_age=self.token_cache_seconds,
             access_scopes={f"access:services!service={self.service_name}"},
+            # The hub registers every service with a URL as OAuth client
+            # ``service-<name>``, redirecting to ``<prefix>oauth_callback``.
+            oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID")
+            or f"service-{self.service_name}",
+            oauth_redirect_uri=os.environ.get("JUPYTERHUB_OAUTH_CALLBACK_URL")
+            or f"{self.service_prefix}oauth_callback",
             parent=self,
         )
         return web.Application(
             routes(self.service_prefix),
             nbguard_guard=self,
             hub_auth=self.hub_auth,
+            nbguard_templates=self.page_templates(),
+            # Per process: a restart signs everyone out of the pages (the hub's
+            # own login stays, so signing in again is a redirect away).
             cookie_secret=os.urandom(32),
             xsrf_cookies=True,
             log_function=self._log_request,
         )
+
+    def page_templates(self) -> Any:
+        """The pages' Jinja environment: nbguard's templates over the hub's own, so that
+        they extend the hub's ``page.html`` (its ``template_paths`` first, if set)."""
+        from jinja2 import Environment, FileSystemLoader
+        from jupyterhub._data import DATA_FILES_PATH
+
+        hub_paths = list(self.config.get("JupyterHub", {}).get("template_paths", []) or [])
+        paths = [
+            str(Path(__file__).with_name("templates")),
+            *hub_paths,
+            str(Path(DATA_FILES_PATH) / "templates"),
+        ]
+        return Environment(loader=FileSystemLoader(paths), autoescape=True)
 
     def _log_request(self, handler: Any) -> None:
         status = handler.get_status()

@@ -1,5 +1,7 @@
 """The guard service's URL map: every route under the service prefix, and its API paths.
 
+Pages and their forms are listed with their handlers (``handlers/pages.py``).
+
 The OpenAPI document (``openapi.yaml``) describes each ``/api/v1`` route here; a
 test checks the two against each other.
 """
@@ -22,6 +24,8 @@ from nbguard.hub_plugin.guard.handlers.elevation import (
 )
 from nbguard.hub_plugin.guard.handlers.locks import LockHandler, LocksHandler
 from nbguard.hub_plugin.guard.handlers.objects import ObjectHandler, ObjectListHandler
+from nbguard.hub_plugin.guard.handlers.pages import PAGE_ROUTES
+from nbguard.hub_plugin.guard.handlers.sessions import SessionsHandler, SessionTerminateHandler
 
 #: ``(path under the prefix, handler)``; paths use OpenAPI-style ``{name}`` placeholders
 #: mapped to tornado groups in :func:`routes`.
@@ -42,6 +46,8 @@ API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/grants/{id}/review", GrantReviewHandler),
     ("api/v1/locks", LocksHandler),
     ("api/v1/locks/{id}", LockHandler),
+    ("api/v1/sessions", SessionsHandler),
+    ("api/v1/sessions/{user}/terminate", SessionTerminateHandler),
 ]
 
 #: Placeholder patterns: a path segment, or the rest of the path.
@@ -61,9 +67,9 @@ def tornado_pattern(path: str) -> str:
 
 
 def routes(prefix: str) -> list[tuple[str, Any]]:
-    """Tornado routes for a service mounted at ``prefix`` (ending in ``/``).
-
-    Only token-authenticated API routes for now: the OAuth callback arrives with
-    the browser pages, wired to the service's own ``HubOAuth``.
-    """
-    return [(prefix + tornado_pattern(path) + "$", handler) for path, handler in API_ROUTES]
+    """Tornado routes for a service mounted at ``prefix`` (ending in ``/``): the
+    token-only API, and the OAuth-signed-in pages with their forms."""
+    return [
+        (prefix + tornado_pattern(path) + "$", handler)
+        for path, handler in (*API_ROUTES, *PAGE_ROUTES)
+    ]

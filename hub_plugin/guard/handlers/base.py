@@ -105,6 +105,14 @@ class GuardHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         """Use the service's own HubOAuth (not a process-wide singleton)."""
         self.hub_auth = self.settings["hub_auth"]
 
+    def get_current_user(self) -> Any:
+        """The user a page's ``prepare`` identified (API routes: none).
+
+        Never the mixin's own lookup, which would block the event loop on a call
+        to the hub (tornado and the hub's XSRF code ask for ``current_user``).
+        """
+        return None
+
     @property
     def guard(self) -> GuardService:
         """The running service."""
@@ -123,8 +131,8 @@ class GuardHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(value))
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Every error as a JSON body; never a traceback."""
+    def error_value(self, status_code: int, **kwargs: Any) -> dict[str, Any]:
+        """The ``{"status", "code", "message", ...}`` of an error; never a traceback."""
         code = _STATUS_CODES.get(status_code, "internal" if status_code >= 500 else "error")
         message = self._reason if status_code < 500 else "internal error"
         extra: dict[str, Any] = {}
@@ -133,9 +141,12 @@ class GuardHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
             code, message, extra = exc.code, exc.message, exc.extra
         elif isinstance(exc, web.HTTPError) and exc.log_message and status_code < 500:
             message = exc.log_message % exc.args if exc.args else exc.log_message
+        return {"status": status_code, "code": code, "message": message, **extra}
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error as a JSON body."""
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        error = {"status": status_code, "code": code, "message": message, **extra}
-        self.finish(json.dumps({"error": error}))
+        self.finish(json.dumps({"error": self.error_value(status_code, **kwargs)}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Log nbguard's errors and expected HTTP errors as one line, others in full."""
