@@ -6,7 +6,9 @@ SQLite is set up one way: WAL journal, a busy timeout instead of instant
 "database is locked" errors, and write transactions that take the write lock up
 front (``BEGIN IMMEDIATE``), so that two writers never both read a row and then
 collide. On PostgreSQL, write transactions lock the rows they decide on
-(``SELECT ... FOR UPDATE``) in the stores themselves.
+(``SELECT ... FOR UPDATE``) in the stores themselves, and pooled connections are
+checked before use, so connections the server dropped while they sat idle (a
+restart, a failover) are replaced rather than failing the next requests.
 """
 
 from __future__ import annotations
@@ -48,9 +50,12 @@ def open_engine(url: str, *, synchronous: str = "full") -> Engine:
     """An engine for a URL already passed through :func:`normalise_url`."""
     if synchronous not in SYNCHRONOUS:
         raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+    if make_url(url).get_backend_name() != "sqlite":
+        # A database server drops connections (restart, failover, idle timeouts):
+        # test each pooled connection as it is taken, so that a dropped one is
+        # replaced instead of failing the request (or ledger write) that drew it.
+        return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url)
-    if engine.dialect.name != "sqlite":
-        return engine
     level = synchronous.upper()
 
     @event.listens_for(engine, "connect")

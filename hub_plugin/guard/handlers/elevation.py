@@ -19,6 +19,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nbguard.catalog.store import CatalogStoreError
 from nbguard.elevation import checks
 from nbguard.elevation.models import PENDING, REVIEW_REQUIRED, ElevationRequest
 from nbguard.errors import NBGuardError
@@ -224,6 +225,11 @@ class ElevationAPIHandler(APIHandler):
             )
         try:
             ref = EntityRef.parse(resource)
+            # Another replica may have reclassified or removed the target since this
+            # one last looked; a stale sensitivity would pick a weaker approval rule.
+            self.guard.sync_catalog()
+        except CatalogStoreError as error:
+            raise GuardError(503, "unavailable", error.user_message) from error
         except NBGuardError as error:
             raise http_error(error) from error
         attrs = (self.guard.engine.entities.get(ref) or {}).get("attrs", {})

@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 import requests
 import yaml
+from traitlets.config import Config
 
 from nbguard.policy.entities import user as user_entity
 
@@ -56,16 +57,19 @@ class Guard:
     base: str
     tmp: Path
     servers: list[tuple[str, str]] = field(default_factory=list)
+    #: Further replicas of the service (same database), kept in step by ``add_user``.
+    replicas: list[Any] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         """The service URL of ``path`` (``api/v1/me``), through the proxy."""
         return self.base + path
 
     def add_user(self, name: str, *roles: str, teams: tuple[str, ...] = ("analytics",)) -> None:
-        """Make ``name`` known to the policy of both the hub and the service."""
+        """Make ``name`` known to the policy of the hub and of every replica of the service."""
         entity = user_entity(name, roles=roles or ("data-scientist",), teams=teams)
         self.hub.authenticator.nbguard.engine.upsert_entities([entity])
-        self.service.engine.upsert_entities([entity])
+        for service in (self.service, *self.replicas):
+            service.engine.upsert_entities([entity])
 
 
 @dataclass
@@ -84,43 +88,62 @@ class Client:
         )
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def guard(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Guard]:
-    """A MockHub with nbguard and the guard service, shared by one test module."""
+def guard_hub_config(tmp: Path, *, url: str, token: str, db_url: str) -> Config:
+    """A hub config with the guarded spawner and an unmanaged guard service at ``url``."""
     from jupyterhub.tests.mocking import MockSpawner
-    from jupyterhub.tests.utils import public_url
-    from jupyterhub.utils import random_port
 
-    from nbguard.hub_plugin.guard.app import GuardService
     from nbguard.hub_plugin.guard.hub_config import guard_service
     from nbguard.hub_plugin.spawner import guarded_spawner
 
-    tmp = tmp_path_factory.mktemp("guard")
     config = hub_config(tmp)
     config.JupyterHub.spawner_class = guarded_spawner(MockSpawner)
     config.PolicySpawnerMixin.default_profile = "train"
-    port = random_port()
-    token = secrets.token_hex(32)
     guard_service(
         config,
         config_file=str(tmp / "unused_config.py"),
-        url=f"http://127.0.0.1:{port}",
+        url=url,
         managed=False,
         api_token=token,
-        db_url=f"sqlite:///{tmp / 'guard.sqlite'}",
+        db_url=db_url,
     )
+    return config
+
+
+def new_service(config: Config, app: Any, tmp: Path, *, url: str, token: str) -> Any:
+    """A ``GuardService`` for the running hub ``app`` that will listen at ``url``.
+
+    Not yet initialised: call ``init_components()`` (any thread), then ``listen()``
+    (the test's event loop). It imports ``CATALOG`` at start and keeps dataset
+    files under ``tmp / "data"``.
+    """
+    from nbguard.hub_plugin.guard.app import GuardService
+
     catalog = tmp / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump(CATALOG))
+    if not catalog.exists():
+        catalog.write_text(yaml.safe_dump(CATALOG))
+    service_config = config.copy()
+    service_config.GuardService.hub_api_url = app.hub.api_url
+    service_config.GuardService.api_token = token
+    service_config.GuardService.service_url = url
+    service_config.GuardService.service_prefix = f"{app.base_url}services/{SERVICE}/"
+    service_config.GuardService.hub_base_url = app.base_url
+    service_config.GuardService.storage_root = str(tmp / "data")
+    service_config.GuardService.catalog_file = str(catalog)
+    return GuardService(config=service_config)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def guard(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Guard]:
+    """A MockHub with nbguard and the guard service, shared by one test module."""
+    from jupyterhub.tests.utils import public_url
+    from jupyterhub.utils import random_port
+
+    tmp = tmp_path_factory.mktemp("guard")
+    url = f"http://127.0.0.1:{random_port()}"
+    token = secrets.token_hex(32)
+    config = guard_hub_config(tmp, url=url, token=token, db_url=f"sqlite:///{tmp / 'guard.sqlite'}")
     async with running_hub(config) as app:
-        service_config = config.copy()
-        service_config.GuardService.hub_api_url = app.hub.api_url
-        service_config.GuardService.api_token = token
-        service_config.GuardService.service_url = f"http://127.0.0.1:{port}"
-        service_config.GuardService.service_prefix = f"{app.base_url}services/{SERVICE}/"
-        service_config.GuardService.hub_base_url = app.base_url
-        service_config.GuardService.storage_root = str(tmp / "data")
-        service_config.GuardService.catalog_file = str(catalog)
-        service = GuardService(config=service_config)
+        service = new_service(config, app, tmp, url=url, token=token)
         service.init_components()
         service.listen()
         base = public_url(app) + f"services/{SERVICE}/"
