@@ -17,9 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbguard.elevation.models import ElevationGrant, ElevationRequest, Lock, rfc3339
-from nbguard.elevation.store import ElevationStoreError
 from nbguard.errors import AccessDenied, NBGuardError
-from nbguard.hub_plugin.guard.handlers.base import GuardError, http_error
+from nbguard.hub_plugin.guard.handlers.base import http_error
 
 if TYPE_CHECKING:
     from nbguard.hub_plugin.guard.app import GuardService
@@ -36,8 +35,6 @@ async def in_store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """
     try:
         return await asyncio.to_thread(call, *args, **kwargs)
-    except ElevationStoreError as error:
-        raise GuardError(503, "unavailable", error.user_message) from error
     except NBGuardError as error:
         raise http_error(error) from error
 

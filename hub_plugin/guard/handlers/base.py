@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
+from nbguard.catalog.store import CatalogStoreError
+from nbguard.elevation.store import ElevationStoreError
 from nbguard.errors import (
     AccessDenied,
     ConflictError,
@@ -47,6 +49,8 @@ _ERROR_STATUS: tuple[tuple[type[NBGuardError], int, str], ...] = (
     (AccessDenied, 403, "access_denied"),
     (HubUnavailable, 503, "hub_unavailable"),
     (LedgerUnavailable, 503, "ledger_unavailable"),
+    (ElevationStoreError, 503, "unavailable"),
+    (CatalogStoreError, 503, "unavailable"),
 )
 _STATUS_CODES = {
     400: "bad_request",
@@ -198,14 +202,25 @@ class APIHandler(GuardHandler):
         except NBGuardError as error:
             raise http_error(error) from error
 
+    async def decide(
+        self, who: CallerContext, action: str, resource: EntityRef
+    ) -> tuple[CallerContext, Decision]:
+        """Decide (and record) ``action`` on ``resource``, allowed or not.
+
+        Catalog changes another replica made are loaded first, so that no replica
+        decides on a dataset's old sensitivity, or on one that is gone.
+        """
+        try:
+            self.guard.sync_catalog()
+            return await self.guard.decider.decide(who, action, resource, cell=self.cell())
+        except NBGuardError as error:
+            raise http_error(error) from error
+
     async def decide_or_deny(
         self, who: CallerContext, action: str, resource: EntityRef
     ) -> tuple[CallerContext, Decision]:
         """Decide (and record) ``action`` on ``resource``; 403 with the reasons if denied."""
-        try:
-            who, decision = await self.guard.decider.decide(who, action, resource, cell=self.cell())
-        except NBGuardError as error:
-            raise http_error(error) from error
+        who, decision = await self.decide(who, action, resource)
         if not decision.allowed:
             raise http_error(self.guard.decider.denial(decision))
         return who, decision

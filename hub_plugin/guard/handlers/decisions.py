@@ -7,7 +7,7 @@ Clients send only the action, the resource and, optionally, the cell that asked.
 
 from __future__ import annotations
 
-from nbguard.errors import NBGuardError, RequestError
+from nbguard.errors import RequestError
 from nbguard.hub_plugin.guard.handlers.base import (
     APIHandler,
     GuardError,
@@ -53,13 +53,7 @@ class DecisionHandler(APIHandler):
                 f"Decisions are made on {', '.join(sorted(DECIDABLE_TYPES))}; "
                 f"not on {resource.type}.",
             )
-        who = await self.caller_context()
-        try:
-            who, decision = await self.guard.decider.decide(
-                who, body["action"], resource, cell=self.cell()
-            )
-        except NBGuardError as error:
-            raise http_error(error) from error
+        _who, decision = await self.decide(await self.caller_context(), body["action"], resource)
         answer = decision.to_dict()
         if not decision.allowed:
             details = self.guard.decider.denial(decision).details

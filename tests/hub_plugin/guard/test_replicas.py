@@ -520,6 +520,23 @@ async def test_catalog_changes_on_one_replica_reach_the_other(
         assert answer.status_code == 404, answer.text
 
 
+async def test_a_decision_on_b_uses_the_catalog_as_changed_on_a(
+    replicas: tuple[Any, Any], people: dict[str, Client]
+) -> None:
+    """B decides on the sensitivity A just set, and not at all on a dataset A deleted."""
+    admin, alice = people["admin"], people["alice"]
+    path = "api/v1/datasets/scratch-d"
+    fields = {"team": "analytics", "sensitivity": "internal", "environment": "dev"}
+    await acall(replicas[0], admin, "PUT", path, json=fields)
+    assert await may_read(replicas[1], alice, "dataset:scratch-d")
+    await acall(replicas[0], admin, "PUT", path, json={**fields, "sensitivity": "restricted"})
+    assert not await may_read(replicas[1], alice, "dataset:scratch-d")
+    await acall(replicas[0], admin, "PUT", path, json=fields)
+    assert await may_read(replicas[1], alice, "dataset:scratch-d")
+    await acall(replicas[0], admin, "DELETE", path)
+    assert not await may_read(replicas[1], alice, "dataset:scratch-d")
+
+
 async def test_an_ask_on_b_uses_the_catalog_as_changed_on_a(
     replicas: tuple[Any, Any], people: dict[str, Client]
 ) -> None:
