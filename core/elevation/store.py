@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, false, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, false, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from nbguard.database import create_tables, normalise_url, open_engine, write_transaction
@@ -59,6 +59,23 @@ from nbguard.errors import ConfigError, ConflictError, NBGuardError, NotFoundErr
 # Any constant: serialises table creation between replicas (pg_advisory_xact_lock).
 _SCHEMA_LOCK = 0x6E62656C6576
 _MAX_LIMIT = 1000
+
+# What every guard request reads (``ElevationStore.standing``), built once: building
+# SQLAlchemy expressions per call cost as much as running them.
+_ACTIVE_GRANTS = select(grants_table).where(
+    grants_table.c.user == bindparam("user"),
+    grants_table.c.revoked.is_(None),
+    grants_table.c.starts <= bindparam("now"),
+    grants_table.c.expires > bindparam("now"),
+)
+_HOLDING_LOCKS = select(locks_table).where(
+    or_(
+        and_(locks_table.c.kind == "user", locks_table.c.value == bindparam("user")),
+        and_(locks_table.c.kind == "device", locks_table.c.value == bindparam("device")),
+    ),
+    locks_table.c.lifted.is_(None),
+    or_(locks_table.c.until.is_(None), locks_table.c.until > bindparam("now")),
+)
 
 
 class ElevationStoreError(NBGuardError):
@@ -457,13 +474,23 @@ class ElevationStore:
         )
 
     def active(self, user: str) -> ActiveElevation:
-        """The roles and grants ``user`` holds now (one indexed query)."""
-        query = select(grants_table).where(
-            grants_table.c.user == user, *self._in_force(self.clock())
-        )
-        with self._read("reading active grants") as connection:
-            rows = connection.execute(query).mappings()
-            return ActiveElevation.of([from_row(ElevationGrant, row) for row in rows])
+        """The roles and grants ``user`` holds now."""
+        return self.standing(user)[0]
+
+    def standing(self, user: str, *, device_id: str = "") -> tuple[ActiveElevation, list[Lock]]:
+        """What ``user`` holds now and the locks on them or ``device_id``, in one read.
+
+        The guard service asks this on every request (so a revocation or a lock
+        counts on the next one, on every replica); one connection, two indexed
+        queries built once.
+        """
+        # Locked names are printable (checks.name): a newline matches no device lock.
+        values = {"user": user, "device": device_id or "\n", "now": self.clock()}
+        with self._read("reading grants and locks") as connection:
+            grants = connection.execute(_ACTIVE_GRANTS, values).mappings()
+            active = ActiveElevation.of([from_row(ElevationGrant, row) for row in grants])
+            locks = connection.execute(_HOLDING_LOCKS, values).mappings()
+            return active, [from_row(Lock, row) for row in locks]
 
     def review(self, grant_id: str, *, reviewer: str, comment: str) -> ElevationGrant:
         """Mark a break-glass grant reviewed (comment required); never by its own user."""
@@ -573,10 +600,5 @@ class ElevationStore:
         )
 
     def locks_for(self, *, user: str, device_id: str = "") -> list[Lock]:
-        """Active locks on ``user`` or on ``device_id`` (one indexed query)."""
-        on = [and_(locks_table.c.value == user, locks_table.c.kind == "user")]
-        if device_id:
-            on.append(and_(locks_table.c.value == device_id, locks_table.c.kind == "device"))
-        query = select(locks_table).where(or_(*on), *self._holding(self.clock()))
-        with self._read("reading locks") as connection:
-            return [from_row(Lock, row) for row in connection.execute(query).mappings()]
+        """Active locks on ``user`` or on ``device_id``."""
+        return self.standing(user, device_id=device_id)[1]

@@ -105,8 +105,11 @@ class Ledger(LoggingConfigurable):
 
         This is the durability window of group commit: an append waits at most this
         long plus one commit before it returns, and records not yet acknowledged
-        may be lost in a crash (acknowledged ones never are). 0 commits whatever is
-        queued at once. Default 0.002 (2 ms); at most 1.
+        may be lost in a crash (acknowledged ones never are). The writer waits only
+        while appends overlap (the batch it took last held more than one record);
+        on an idle ledger a lone append is committed at once. 0 never waits:
+        batches then hold what queued during the previous commit. Default 0.002
+        (2 ms); at most 1.
         """,
     ).tag(config=True)
 

@@ -2,7 +2,8 @@
 
 Callers queue prepared records and get a :class:`PendingReceipt`. Records are
 gathered into batches as they are queued; the writer thread takes the oldest
-batch (waiting at most ``max_delay`` seconds for it to fill up to ``max_batch``),
+batch (while appends overlap, waiting at most ``max_delay`` seconds for it to
+fill up to ``max_batch``; a lone append on an idle ledger does not wait),
 commits it in one transaction and only then completes the batch, so an
 acknowledged record is always durable. A record submitted ``alone`` gets a batch,
 and so a transaction, of its own.
@@ -176,6 +177,8 @@ class GroupCommitWriter:
         self._room = threading.Condition(self._lock)
         self._closing = False
         self._idle_after: float | None = None
+        #: Records in the batch taken last: more than one means appends are overlapping.
+        self._last_taken = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -244,9 +247,11 @@ class GroupCommitWriter:
                 if not self._wake.wait(self._idle_after) and not self._batches:
                     return None if self._closing else _IDLE
             batch = self._batches[0]
-            if self._max_delay > 0 and batch is self._open:
-                # Let a young batch fill, until it is full, another batch queues
-                # behind it (an alone record), the delay is over, or we close.
+            if self._max_delay > 0 and batch is self._open and self._last_taken > 1:
+                # Busy (the last batch gathered several appends): let a young batch
+                # fill, until it is full, another batch queues behind it (an alone
+                # record), the delay is over, or we close. An idle ledger commits a
+                # lone append at once: waiting would only add latency.
                 deadline = time.monotonic() + self._max_delay
                 while (
                     len(batch.records) < self._max_batch
@@ -260,6 +265,7 @@ class GroupCommitWriter:
             self._batches.popleft()
             if batch is self._open:
                 self._open = None
+            self._last_taken = len(batch.records)
             self._queued -= len(batch.records)
             self._room.notify_all()
             return batch

@@ -102,10 +102,10 @@ class ContextResolver:
         mfa = state.mfa if state is not None else None
         server, profile = self._confirmed_server(caller, state)
         environment = self._environment(profile)
-        elevation = self.elevations.active(caller.name)
-        locks = tuple(
-            self.elevations.locks_for(user=caller.name, device_id=mfa.device_id if mfa else "")
+        elevation, held = self.elevations.standing(
+            caller.name, device_id=mfa.device_id if mfa else ""
         )
+        locks = tuple(held)
         moment = datetime.now(self.tz)
         context = RequestContext(
             network_zone=mfa.network_zone if mfa else "unknown",
