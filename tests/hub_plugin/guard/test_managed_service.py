@@ -87,6 +87,21 @@ async def test_the_hub_starts_the_service_and_it_decides(managed: tuple[Any, str
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_a_browser_signs_in_to_the_pages_of_the_hub_started_service(
+    managed: tuple[Any, str],
+) -> None:
+    """OAuth with the client id and callback the hub gives the process leads to the page."""
+    app, base = managed
+    await wait_for_service(base)
+    browser = Browser(app)
+    await browser.enrol("bob")
+    page = await browser.get(base)
+    assert page.status == 200, page.text
+    assert page.url.endswith("/services/nbguard-guard/requests")
+    assert "Waiting for your decision" in page.text
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_the_service_process_gets_no_hub_secrets(managed: tuple[Any, str]) -> None:
     """The service's environment names its own token, never the hub's keys."""
     app, _base = managed
