@@ -232,6 +232,7 @@ class GuardService(Application):  # type: ignore[misc]
         from nbguard.catalog.store import CatalogStore
         from nbguard.elevation.rules import ApprovalRules
         from nbguard.elevation.store import ElevationStore
+        from nbguard.executions.store import ExecutionStore
         from nbguard.hub_plugin.guard.contexts import ContextResolver
         from nbguard.hub_plugin.guard.decisions import Decider
         from nbguard.hub_plugin.guard.hub_state import HubClient
@@ -249,6 +250,7 @@ class GuardService(Application):  # type: ignore[misc]
         self.rules = ApprovalRules(self.approval_rules, default=self.default_approval_rule or None)
         self.elevations = ElevationStore(self.db_url, request_ttl_seconds=self.request_ttl)
         self.catalog = CatalogStore(self.db_url)
+        self.executions = ExecutionStore(self.db_url)
         self.storage = DatasetStorage(self._storage_root())
         if self.catalog_file:
             from nbguard.catalog.files import load_catalog_file
@@ -380,7 +382,7 @@ class GuardService(Application):  # type: ignore[misc]
         server = getattr(self, "http_server", None)
         if server is not None:
             server.stop()
-        for part in ("ledger", "elevations", "catalog"):
+        for part in ("ledger", "elevations", "catalog", "executions"):
             component = getattr(self, part, None)
             if component is not None:
                 component.close()

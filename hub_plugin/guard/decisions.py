@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from nbguard.policy import PolicyEngine
 
 #: Header in which clients (the kernel's guard client, the server extension) name
-#: the cell that made a request: ``{"kernel_id": ..., "cell_id": ..., "msg_id": ..., "seq": N}``.
+#: the cell that made a request: ``{"kernel_id", "instance", "seq", "msg_id", "cell_id"}``.
 CELL_HEADER = "X-NBGuard-Cell"
-_CELL_KEYS = {"kernel_id", "cell_id", "msg_id"}
+_CELL_KEYS = {"kernel_id", "instance", "cell_id", "msg_id"}
 _CELL_TEXT = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 #: Seconds after which hub facts are re-read once before a denial stands, so a
@@ -53,9 +53,12 @@ class CellRef:
     cell_id: str = ""
     msg_id: str = ""
     seq: int | None = None
+    #: The kernel process's stream id (see docs/user-zone.md); with ``seq`` it names
+    #: the ``cell_execution`` record of the cell.
+    instance: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``cell`` object of an access record."""
+        """The ``cell`` object of an access record (the access schema has no ``instance``)."""
         out: dict[str, Any] = {"kernel_id": self.kernel_id}
         if self.cell_id:
             out["cell_id"] = self.cell_id
@@ -77,16 +80,20 @@ def parse_cell(header: str | None) -> CellRef | None:
     except ValueError:
         value = None
     if not isinstance(value, Mapping) or not set(value) <= {*_CELL_KEYS, "seq"}:
-        message = f"{CELL_HEADER} must be a JSON object with kernel_id, cell_id, msg_id, seq"
+        message = (
+            f"{CELL_HEADER} must be a JSON object with kernel_id, instance, seq, msg_id, cell_id"
+        )
         raise RequestError(message, user_message=message)
     texts = {k: value.get(k, "") for k in _CELL_KEYS}
     seq = value.get("seq")
-    valid_texts = all(isinstance(v, str) and (not v or _CELL_TEXT.match(v)) for v in texts.values())
+    valid_texts = all(
+        isinstance(v, str) and (not v or _CELL_TEXT.fullmatch(v)) for v in texts.values()
+    )
     valid_seq = seq is None or (type(seq) is int and 0 <= seq < 2**53)
     if not texts["kernel_id"] or not valid_texts or not valid_seq:
         message = f"{CELL_HEADER}: kernel_id is required; ids are short plain strings"
         raise RequestError(message, user_message=message)
-    return CellRef(texts["kernel_id"], texts["cell_id"], texts["msg_id"], seq)
+    return CellRef(texts["kernel_id"], texts["cell_id"], texts["msg_id"], seq, texts["instance"])
 
 
 class Decider:

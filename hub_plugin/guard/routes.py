@@ -22,6 +22,7 @@ from nbguard.hub_plugin.guard.handlers.elevation import (
     RequestHandler,
     RequestsHandler,
 )
+from nbguard.hub_plugin.guard.handlers.executions import ExecutionsHandler
 from nbguard.hub_plugin.guard.handlers.locks import LockHandler, LocksHandler
 from nbguard.hub_plugin.guard.handlers.objects import ObjectHandler, ObjectListHandler
 from nbguard.hub_plugin.guard.handlers.pages import PAGE_ROUTES
@@ -48,6 +49,7 @@ API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/locks/{id}", LockHandler),
     ("api/v1/sessions", SessionsHandler),
     ("api/v1/sessions/{user}/terminate", SessionTerminateHandler),
+    ("api/v1/executions", ExecutionsHandler),
 ]
 
 #: Placeholder patterns: a path segment, or the rest of the path.
