@@ -71,7 +71,14 @@ def test_policy_and_schema_data_ship(wheel: zipfile.ZipFile) -> None:
 def test_wheel_has_only_the_nbguard_package(wheel: zipfile.ZipFile) -> None:
     """No generic top-level module (core, hub_plugin, ...) is installed."""
     tops = {name.split("/")[0] for name in wheel.namelist()}
-    assert {t for t in tops if not t.endswith(".dist-info")} == {"nbguard"}
+    assert {t for t in tops if not t.endswith((".dist-info", ".data"))} == {"nbguard"}
+
+
+def test_data_files_install_under_the_prefix(wheel: zipfile.ZipFile) -> None:
+    """Data files (the IPython kernel config that loads the hooks) go to sys.prefix only."""
+    data = {n.split("/", 2)[2] for n in wheel.namelist() if n.split("/")[0].endswith(".data")}
+    assert {n.split("/")[0] for n in data} <= {"etc"}
+    assert "etc/ipython/ipython_kernel_config.json" in data
 
 
 def test_console_script_is_declared(wheel: zipfile.ZipFile) -> None:
