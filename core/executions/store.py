@@ -28,16 +28,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from nbguard.database import create_tables, normalise_url, open_engine, write_transaction
-from nbguard.errors import NBGuardError
+from nbguard.errors import ConflictError, NBGuardError, RequestError
+from nbguard.executions.alerts import WitnessAlert, alert_from_row
+from nbguard.executions.cross_check import find_gaps, gap_alerts, pair_witnesses
 from nbguard.executions.models import KERNEL, ExecutionBatch, ExecutionRecord
 from nbguard.executions.tables import (
+    ALERTED,
+    PAIRED,
     PENDING,
     UNPAIRABLE,
+    alerts_table,
     metadata,
     passes_table,
     records_table,
@@ -211,6 +216,176 @@ class ExecutionStore:
             "arrived": now,
             "pair_state": PENDING if pairable else UNPAIRABLE,
         }
+
+    # -- the cross-check ----------------------------------------------------------
+
+    def cross_check(
+        self,
+        *,
+        grace_seconds: float,
+        on_alerts: Callable[[list[WitnessAlert]], None] | None = None,
+        now: float | None = None,
+        limit: int = 5000,
+    ) -> list[WitnessAlert]:
+        """One pass: pair the witnesses' records, find gaps in streams, store the alerts.
+
+        Records that arrived more than ``grace_seconds`` before ``now`` (default:
+        the clock) without a partner, and gaps followed by such records, are
+        alerted on, each once: the pass claims what it decides with conditional
+        UPDATEs in one transaction, and ``on_alerts`` (the ledger) runs inside
+        it, so a failure leaves everything for the next pass. Replicas take
+        turns (a locked row; on PostgreSQL a replica finding it locked skips its
+        pass). At most ``limit`` records and streams are looked at per pass.
+        Returns the new alerts.
+        """
+        now = self.clock() if now is None else now
+        cutoff = now - grace_seconds
+        if not self._has_work(cutoff):
+            return []
+        with self._write("cross-checking the witnesses") as connection:
+            if not self._take_turn(connection, now):
+                return []
+            found = self._pair(connection, cutoff, limit) + self._gaps(connection, cutoff, limit)
+            alerts = [self._insert_alert(connection, alert, now) for alert in found]
+            if alerts and on_alerts is not None:
+                on_alerts(alerts)
+            return alerts
+
+    def _has_work(self, cutoff: float) -> bool:
+        """Whether a pass would decide anything (read only: no write lock for nothing)."""
+        r, s = records_table, streams_table
+        lonely = select(r.c.id).where(r.c.pair_state == PENDING, r.c.arrived <= cutoff)
+        unwalked = (
+            select(r.c.id)
+            .join(s, r.c.stream_id == s.c.id)
+            .where(
+                r.c.seq > s.c.checked_through,
+                or_(r.c.seq == s.c.checked_through + 1, r.c.arrived <= cutoff),
+            )
+        )
+        with self._read("looking for cross-check work") as connection:
+            return any(connection.execute(q.limit(1)).first() for q in (lonely, unwalked))
+
+    @staticmethod
+    def _take_turn(connection: Connection, now: float) -> bool:
+        table = passes_table
+        query = select(table.c.id).where(table.c.id == 1).with_for_update(skip_locked=True)
+        if connection.execute(query).first() is None:
+            return False  # another replica's pass holds the row
+        connection.execute(update(table).where(table.c.id == 1).values(last_pass=now))
+        return True
+
+    def _pair(self, connection: Connection, cutoff: float, limit: int) -> list[WitnessAlert]:
+        r, s = records_table, streams_table
+        old = (
+            select(r.c.user, r.c.kernel_id, r.c.msg_id)
+            .where(r.c.pair_state == PENDING, r.c.arrived <= cutoff)
+            .order_by(r.c.arrived)
+            .limit(limit)
+        )
+        keys = {tuple(row) for row in connection.execute(old)}
+        if not keys:
+            return []
+        columns = (r.c.id, r.c.user, r.c.witness, r.c.kernel_id, r.c.msg_id, r.c.seq)
+        candidates = (
+            select(*columns, r.c.code_sha256, r.c.arrived, r.c.pair_state, s.c.instance, s.c.server)
+            .join(s, r.c.stream_id == s.c.id)
+            .where(
+                r.c.pair_state.in_((PENDING, ALERTED)),
+                r.c.kernel_id.in_(sorted({key[1] for key in keys})),
+            )
+            .with_for_update(of=r)
+        )
+        rows = [
+            row
+            for row in connection.execute(candidates).mappings()
+            if (row["user"], row["kernel_id"], row["msg_id"]) in keys
+        ]
+        outcome = pair_witnesses(rows, cutoff)
+        self._claim(connection, outcome.paired, r.c.pair_state != PAIRED, pair_state=PAIRED)
+        self._claim(connection, outcome.alerted, r.c.pair_state == PENDING, pair_state=ALERTED)
+        return outcome.alerts
+
+    @staticmethod
+    def _claim(connection: Connection, ids: list[int], when: Any, **values: Any) -> None:
+        """Set ``values`` on the records ``ids``, all of which must still match ``when``."""
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            result = connection.execute(
+                update(records_table).where(records_table.c.id.in_(chunk), when).values(**values)
+            )
+            if result.rowcount != len(chunk):
+                raise ConflictError("another cross-check pass decided these records meanwhile")
+
+    def _gaps(self, connection: Connection, cutoff: float, limit: int) -> list[WitnessAlert]:
+        r, s = records_table, streams_table
+        unwalked = (
+            select(s)
+            .where(
+                select(r.c.id)
+                .where(
+                    r.c.stream_id == s.c.id,
+                    r.c.seq > s.c.checked_through,
+                    or_(r.c.seq == s.c.checked_through + 1, r.c.arrived <= cutoff),
+                )
+                .exists()
+            )
+            .order_by(s.c.id)
+            .limit(limit)
+            .with_for_update()
+        )
+        alerts: list[WitnessAlert] = []
+        for stream in connection.execute(unwalked).mappings().all():
+            seqs = connection.execute(
+                select(r.c.seq, r.c.arrived)
+                .where(r.c.stream_id == stream["id"], r.c.seq > stream["checked_through"])
+                .order_by(r.c.seq)
+            ).all()
+            through, gaps = find_gaps(stream["checked_through"], [tuple(x) for x in seqs], cutoff)
+            if through == stream["checked_through"]:
+                continue
+            result = connection.execute(
+                update(s)
+                .where(s.c.id == stream["id"], s.c.checked_through == stream["checked_through"])
+                .values(checked_through=through)
+            )
+            if result.rowcount != 1:
+                raise ConflictError("another cross-check pass walked this stream meanwhile")
+            alerts += gap_alerts(stream, gaps)
+        return alerts
+
+    @staticmethod
+    def _insert_alert(connection: Connection, alert: WitnessAlert, now: float) -> WitnessAlert:
+        values = {
+            "kind": alert.kind,
+            "reason": alert.reason,
+            "severity": alert.severity,
+            "user": alert.user,
+            "server": alert.server,
+            "witness": alert.witness,
+            "kernel_id": alert.kernel_id,
+            "instance": alert.instance,
+            "msg_id": alert.msg_id,
+            "first_seq": alert.first_seq,
+            "last_seq": alert.last_seq,
+            "message": alert.message,
+            "created": now,
+        }
+        alert_id = connection.execute(
+            insert(alerts_table).values(**values).returning(alerts_table.c.id)
+        ).scalar_one()
+        return alert.stored(int(alert_id), now)
+
+    def recent_alerts(self, *, limit: int = 100, user: str | None = None) -> list[WitnessAlert]:
+        """Stored alerts, newest first (of ``user``, or everyone's); ``limit`` at most 1000."""
+        if type(limit) is not int or not 1 <= limit <= 1000:
+            raise RequestError("limit must be a whole number from 1 to 1000")
+        a = alerts_table
+        query = select(a).order_by(a.c.created.desc(), a.c.id.desc()).limit(limit)
+        if user is not None:
+            query = query.where(a.c.user == user)
+        with self._read("listing alerts") as connection:
+            return [alert_from_row(row) for row in connection.execute(query).mappings()]
 
     def count(self, *, user: str | None = None) -> int:
         """How many records are stored (of ``user``, or of everyone)."""

@@ -162,6 +162,36 @@ class GuardService(Application):  # type: ignore[misc]
         concurrent transfer; smaller ones cost throughput.""",
     ).tag(config=True)
 
+    witness_grace_seconds = Float(
+        60.0,
+        help="""Seconds the cross-check waits for the second witness of an execution (and
+        for records missing from a stream) before it raises an alert (default 60).
+
+        An execution the kernel reported and the server did not (or the other
+        way round) becomes a ``witness-mismatch`` alert, a gap in a stream's
+        sequence numbers a ``kernel-seq-gap`` alert, once this long has passed
+        since the record arrived. Shorter finds a silenced kernel sooner, but a
+        witness whose shipper is backing off (the service was down) may then
+        be alerted on although its records are on their way.""",
+    ).tag(config=True)
+
+    witness_check_interval = Float(
+        15.0,
+        help="""Seconds between two cross-check passes (default 15). Each replica runs
+        passes; they take turns, so each alert is raised once. An alert is raised
+        between ``witness_grace_seconds`` and that plus this interval after the
+        record arrived.""",
+    ).tag(config=True)
+
+    @validate("witness_grace_seconds", "witness_check_interval")
+    def _witness_seconds(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        name = proposal["trait"].name
+        low = 0.0 if name == "witness_grace_seconds" else 0.1
+        if not value >= low:
+            raise ConfigError(f"GuardService.{name} must be at least {low:g}, not {value}")
+        return value
+
     @validate("max_upload_bytes", "stream_chunk_bytes")
     def _positive_bytes(self, proposal: Any) -> int:
         value = int(proposal["value"])
@@ -267,8 +297,10 @@ class GuardService(Application):  # type: ignore[misc]
             self.engine, self.resolver, self.ledger, step_up_url=self.step_up_url, log=self.log
         )
         from nbguard.hub_plugin.guard.notify import Notifier
+        from nbguard.hub_plugin.guard.witness_check import WitnessChecker
 
         self.notifier = Notifier(self.webhook_url, log=self.log)
+        self.witness_checker = WitnessChecker(self)
 
     def _storage_root(self) -> str:
         root = self.storage_root
@@ -375,6 +407,12 @@ class GuardService(Application):  # type: ignore[misc]
             url.port or 80, url.hostname or "127.0.0.1", xheaders=False
         )
         self.log.info("nbguard guard: listening on %s%s", self.service_url, self.service_prefix)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.log.warning("nbguard guard: no event loop yet; the witness cross-check waits")
+        else:
+            self.witness_checker.start()
         return self.http_server
 
     def close(self) -> None:
@@ -382,13 +420,16 @@ class GuardService(Application):  # type: ignore[misc]
         server = getattr(self, "http_server", None)
         if server is not None:
             server.stop()
+        checker = getattr(self, "witness_checker", None)
+        if checker is not None:
+            checker.stop()
         for part in ("ledger", "elevations", "catalog", "executions"):
             component = getattr(self, part, None)
             if component is not None:
                 component.close()
 
     async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT."""
+        """Serve (and cross-check the witnesses) until SIGTERM or SIGINT."""
         self.listen()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbguard.hub_plugin.guard.handlers.alerts import AlertsHandler
 from nbguard.hub_plugin.guard.handlers.datasets import DatasetHandler, DatasetListHandler
 from nbguard.hub_plugin.guard.handlers.decisions import DecisionHandler, MeHandler
 from nbguard.hub_plugin.guard.handlers.elevation import (
@@ -50,6 +51,7 @@ API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/sessions", SessionsHandler),
     ("api/v1/sessions/{user}/terminate", SessionTerminateHandler),
     ("api/v1/executions", ExecutionsHandler),
+    ("api/v1/alerts", AlertsHandler),
 ]
 
 #: Placeholder patterns: a path segment, or the rest of the path.

@@ -10,7 +10,7 @@ hub's XSRF token on every form. Pages show:
   break-glass grants waiting for review;
 - ``locks`` (admins): locks in force, a form to lock a user or device, lift;
 - ``sessions`` (admins): running servers, privileged ones first, with a
-  terminate form.
+  terminate form; below them the latest witness alerts.
 
 Forms post to ``actions/...`` routes that are the API handlers themselves,
 with the form as body and a redirect back as answer: a page can do nothing the
@@ -34,6 +34,7 @@ from nbguard.hub_plugin.guard.handlers.elevation import (
     GrantRevokeHandler,
     RequestDecisionHandler,
 )
+from nbguard.hub_plugin.guard.handlers.executions import in_execution_store
 from nbguard.hub_plugin.guard.handlers.locks import LockHandler, LocksHandler
 from nbguard.hub_plugin.guard.handlers.sessions import (
     SessionsAPIHandler,
@@ -271,15 +272,21 @@ class LocksPage(PageView):
 
 
 class SessionsPage(PageAuth, SessionsAPIHandler):
-    """Running servers, privileged first, with terminate forms. Admins only."""
+    """Running servers, privileged first, with terminate forms, and the latest witness
+    alerts. Admins only."""
+
+    #: Witness alerts the page lists (the API gives more).
+    ALERTS = 50
 
     async def get(self) -> None:
         """Render the sessions page."""
         await self.require_admin(await self.caller_context())
+        alerts = await in_execution_store(self.guard.executions.recent_alerts, limit=self.ALERTS)
         self.render_page(
             "guard_sessions.html",
             title="Live sessions",
             sessions=await self.sessions(),
+            alerts=[alert.to_dict() for alert in alerts],
             asked_for=asked_for,
             is_admin=True,
             notice=self.notice(),
