@@ -1,0 +1,128 @@
+"""``WitnessConnection``: the server's own witness of every execution request.
+
+A subclass of jupyter-server's kernel websocket connection. Each message from
+the browser goes on to the kernel first, untouched and undelayed; then, if it
+was an ``execute_request`` that the connection forwarded (on ``shell``, or on
+``control``, where ipykernel executes too), the witness records it through the
+:class:`~nbguard.server_extension.shipper.WitnessShipper`. Both websocket
+protocols are read: the JSON text protocol (and its binary-buffer variant) and
+``v1.kernel.websocket.jupyter.org``.
+
+The record holds only what the server saw: the kernel id, the websocket's
+Jupyter session id, the message id, ``metadata.cellId``, a SHA-256 of the code
+as sent, ``silent``, and when it arrived. Ids that the guard would refuse (the
+browser chooses them) are replaced by ``h:`` and a digest of what was sent, so
+an odd id cannot hold back the records around it; the kernel witness will then
+disagree, and the guard's cross-check raises the alert.
+
+It cannot see code that reaches the kernel by any other way: a user's own
+process talking to the kernel's ZMQ ports, comm messages that run code in a
+widget, or the debugger's ``evaluate`` (see docs/server-extension.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_binary_message,
+    deserialize_msg_from_ws_v1,
+)
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+
+if TYPE_CHECKING:
+    from nbguard.server_extension.shipper import WitnessShipper
+
+V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+#: Channels on which a kernel runs an ``execute_request``.
+EXECUTING_CHANNELS = ("shell", "control")
+# The ids the guard accepts (docs/user-zone.md); fullmatch, so no trailing newline.
+_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def accepted_id(value: Any) -> str:
+    """``value`` if the guard accepts it as an id, else ``h:`` and a digest of it."""
+    if isinstance(value, str) and _ID.fullmatch(value):
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return "h:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def code_digest(code: Any) -> str:
+    """SHA-256 (hex) of the code's UTF-8 bytes, as the kernel witness computes it."""
+    text = code if isinstance(code, str) else ""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def unpacked(part: bytes | str) -> Any:
+    """One JSON part of a v1 message (header, metadata or content)."""
+    return json.loads(part)
+
+
+class WitnessConnection(ZMQChannelsWebsocketConnection):
+    """The kernel websocket connection, witnessing every ``execute_request`` it forwards."""
+
+    @property
+    def shipper(self) -> WitnessShipper | None:
+        """The extension's shipper (None if nbguard is not active in this server)."""
+        extension = self.websocket_handler.settings.get("nbguard")
+        return getattr(extension, "shipper", None)
+
+    def handle_incoming_message(self, incoming_msg: str) -> None:
+        """Forward the message to the kernel, then witness it if it asked to execute."""
+        open_channels = tuple(self.channels)
+        super().handle_incoming_message(incoming_msg)
+        try:
+            self.witness(incoming_msg, open_channels)
+        except Exception:  # a witness failure must never break the user's websocket
+            self.log.exception("nbguard | could not witness a kernel message")
+
+    def witness(self, incoming_msg: str | bytes, open_channels: tuple[str, ...]) -> None:
+        """Record ``incoming_msg`` if it is an ``execute_request`` that was forwarded."""
+        parts = self.execute_parts(incoming_msg)
+        if parts is None:
+            return
+        channel, header, metadata, content = parts
+        if channel not in open_channels or channel not in EXECUTING_CHANNELS:
+            return
+        allowed = self.multi_kernel_manager.allowed_message_types
+        if allowed and "execute_request" not in allowed:
+            return
+        shipper = self.shipper
+        if shipper is None:
+            self.log.error("nbguard | an execution was not witnessed: no shipper")
+            return
+        cell_id = metadata.get("cellId") if isinstance(metadata, dict) else None
+        shipper.record(
+            kernel_id=self.kernel_id,
+            msg_id=accepted_id(header.get("msg_id")),
+            cell_id=None if cell_id is None else accepted_id(cell_id),
+            session=accepted_id(self.session_id),
+            code_sha256=code_digest(content.get("code") if isinstance(content, dict) else None),
+            silent=bool(content.get("silent", False)) if isinstance(content, dict) else False,
+        )
+
+    def execute_parts(
+        self, incoming_msg: str | bytes
+    ) -> tuple[str, dict[str, Any], Any, Any] | None:
+        """``(channel, header, metadata, content)`` of an ``execute_request``, else None.
+
+        Only the header is parsed for other messages.
+        """
+        if self.subprotocol == V1_PROTOCOL:
+            channel, msg_list = deserialize_msg_from_ws_v1(incoming_msg)
+            header = unpacked(msg_list[0])
+            if not isinstance(header, dict) or header.get("msg_type") != "execute_request":
+                return None
+            return channel or "shell", header, unpacked(msg_list[2]), unpacked(msg_list[3])
+        if isinstance(incoming_msg, bytes):
+            msg = deserialize_binary_message(incoming_msg)
+        else:
+            msg = json.loads(incoming_msg)
+        header = msg.get("header") if isinstance(msg, dict) else None
+        if not isinstance(header, dict) or header.get("msg_type") != "execute_request":
+            return None
+        return msg.get("channel") or "shell", header, msg.get("metadata"), msg.get("content")

@@ -1,0 +1,122 @@
+"""A real hub and guard service in their own process, for the server-extension tests.
+
+Usage: ``python guard_process.py TMPDIR``. It runs the guard tests' own setup
+(tests/hub_plugin/guard/conftest.py, imported by path): JupyterHub's MockHub with
+the real proxy, nbguard's authenticator and guarded spawner, and the real
+``GuardService``. It prints one JSON line (``{"control": URL}``) and then
+serves a small control API on loopback for the test process:
+
+- ``POST /servers {"roles": [...]}``: a new user who logged in with a second
+  factor, with a running server; answers ``{"name", "token", "guard_url"}``:
+  the server's own token and the guard service's own URL (where a spawned
+  server reaches it);
+- ``GET /records?kind=&actor=``: ledger record bodies, oldest first;
+- ``POST /guard/down``, ``POST /guard/up``: stop and resume the guard's listener;
+- ``POST /stop``: stop everything and exit.
+
+It is a separate process because the hub's fixtures run on pytest-asyncio's
+loop and pytest-jupyter's server on its own: in one process one of them would
+be stopped whenever the other runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import json
+import secrets
+import sys
+import types
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def guard_fixtures() -> Any:
+    """tests/hub_plugin/guard/conftest.py as a module (its relative imports resolved)."""
+    root = types.ModuleType("nbguard_test_tree")
+    root.__path__ = [str(TESTS)]
+    sys.modules[root.__name__] = root
+    return importlib.import_module("nbguard_test_tree.hub_plugin.guard.conftest")
+
+
+def ledger_bodies(service: Any, kind: str, actor: str) -> list[dict[str, Any]]:
+    """The guard ledger's record bodies of ``kind`` by ``actor``, oldest first."""
+    out = io.StringIO()
+    service.ledger.export(out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    found = [line["record"] for line in lines if line.get("type") == "record"]
+    return [r["body"] for r in found if r["kind"] == kind and r.get("actor") == actor]
+
+
+async def main(tmp: Path) -> None:
+    """Run the hub, the guard and the control API until ``POST /stop``."""
+    from jupyterhub.tests.utils import public_url
+    from jupyterhub.utils import random_port
+    from tornado import web
+
+    fixtures = guard_fixtures()
+    url = f"http://127.0.0.1:{random_port()}"
+    token = secrets.token_hex(32)
+    db_url = f"sqlite:///{tmp / 'guard.sqlite'}"
+    config = fixtures.guard_hub_config(tmp, url=url, token=token, db_url=db_url)
+    stop = asyncio.Event()
+    async with fixtures.running_hub(config) as app:
+        service = fixtures.new_service(config, app, tmp, url=url, token=token)
+        service.init_components()
+        service.listen()
+        guard = fixtures.Guard(app, service, public_url(app) + f"services/{fixtures.SERVICE}/", tmp)
+
+        class Servers(web.RequestHandler):
+            async def post(self) -> None:
+                roles = json.loads(self.request.body or b"{}").get("roles", [])
+                client = await fixtures.server_client(guard, *roles)
+                own_url = url + service.service_prefix
+                self.write({"name": client.name, "token": client.token, "guard_url": own_url})
+
+        class Records(web.RequestHandler):
+            def get(self) -> None:
+                kind = self.get_query_argument("kind")
+                actor = self.get_query_argument("actor")
+                self.write({"records": ledger_bodies(service, kind, actor)})
+
+        class Listener(web.RequestHandler):
+            def post(self, state: str) -> None:
+                if state == "down":
+                    service.http_server.stop()
+                else:
+                    where = urlparse(url)
+                    service.http_server = service.web_app.listen(where.port, where.hostname)
+                self.write({"state": state})
+
+        class Stop(web.RequestHandler):
+            def post(self) -> None:
+                self.write({})
+                stop.set()
+
+        control = web.Application(
+            [
+                (r"/servers", Servers),
+                (r"/records", Records),
+                (r"/guard/(down|up)", Listener),
+                (r"/stop", Stop),
+            ]
+        )
+        port = random_port()
+        control.listen(port, "127.0.0.1")
+        print(json.dumps({"control": f"http://127.0.0.1:{port}"}), flush=True)
+        try:
+            await stop.wait()
+        finally:
+            for name, server in guard.servers:
+                if app.users[name].spawners[server].active:
+                    await app.users[name].stop(server)
+            await service.notifier.drain()
+            service.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))
