@@ -183,6 +183,49 @@ class GuardService(Application):  # type: ignore[misc]
         record arrived.""",
     ).tag(config=True)
 
+    entitlement_key_file = Unicode(
+        help="""PEM file of the Ed25519 private key that signs entitlements (what a user
+        may do in their server: terminals, writing files, running code).
+
+        Default: ``nbguard-entitlement-key.pem`` beside the SQLite database
+        (``db_url``); with another database, beside the ledger's signing key
+        (``Ledger.signing_key_file``), else in the working directory. A missing
+        file is created with mode 0600. Only the service's OS user may read it;
+        servers get the public key from ``/api/v1/entitlements/key``. Replicas
+        must share one key file (a Kubernetes secret, say): a server rejects an
+        entitlement signed by a key it was not given, and fails closed.""",
+    ).tag(config=True)
+
+    entitlement_ttl = Integer(
+        300,
+        help="""Seconds an entitlement is valid (default 300). A server asks again
+        shortly before it expires, so a revoked grant or a changed role stops
+        counting in its Jupyter permissions within this time at the latest.""",
+    ).tag(config=True)
+
+    @default("entitlement_key_file")
+    def _default_entitlement_key_file(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        name = "nbguard-entitlement-key.pem"
+        try:
+            url = make_url(self.db_url)
+        except Exception:  # the stores report a bad URL properly
+            return name
+        if url.get_backend_name() == "sqlite" and url.database:
+            return str(Path(url.database).resolve().with_name(name))
+        ledger_key = self.config.get("Ledger", {}).get("signing_key_file")
+        if ledger_key:
+            return str(Path(str(ledger_key)).resolve().with_name(name))
+        return name
+
+    @validate("entitlement_ttl")
+    def _entitlement_ttl(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 10 <= value <= 86400:
+            raise ConfigError(f"GuardService.entitlement_ttl must be 10 to 86400, not {value}")
+        return value
+
     @validate("witness_grace_seconds", "witness_check_interval")
     def _witness_seconds(self, proposal: Any) -> float:
         value = float(proposal["value"])
@@ -301,6 +344,19 @@ class GuardService(Application):  # type: ignore[misc]
 
         self.notifier = Notifier(self.webhook_url, log=self.log)
         self.witness_checker = WitnessChecker(self)
+        from nbguard.entitlements import EntitlementSigner, load_or_create_key
+
+        self.entitlements = EntitlementSigner(
+            load_or_create_key(self.entitlement_key_file),
+            issuer=self.service_name,
+            ttl=self.entitlement_ttl,
+        )
+        # Replicas must agree on this key id; the log shows which key each one holds.
+        self.log.info(
+            "nbguard guard: entitlements signed with key %s (%s)",
+            self.entitlements.key_id,
+            self.entitlement_key_file,
+        )
 
     def _storage_root(self) -> str:
         root = self.storage_root

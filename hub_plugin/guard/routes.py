@@ -23,6 +23,10 @@ from nbguard.hub_plugin.guard.handlers.elevation import (
     RequestHandler,
     RequestsHandler,
 )
+from nbguard.hub_plugin.guard.handlers.entitlements import (
+    EntitlementKeyHandler,
+    EntitlementsHandler,
+)
 from nbguard.hub_plugin.guard.handlers.executions import ExecutionsHandler
 from nbguard.hub_plugin.guard.handlers.locks import LockHandler, LocksHandler
 from nbguard.hub_plugin.guard.handlers.objects import ObjectHandler, ObjectListHandler
@@ -52,6 +56,8 @@ API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/sessions/{user}/terminate", SessionTerminateHandler),
     ("api/v1/executions", ExecutionsHandler),
     ("api/v1/alerts", AlertsHandler),
+    ("api/v1/entitlements", EntitlementsHandler),
+    ("api/v1/entitlements/key", EntitlementKeyHandler),
 ]
 
 #: Placeholder patterns: a path segment, or the rest of the path.
