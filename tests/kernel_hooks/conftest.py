@@ -73,6 +73,15 @@ def load_guard_fixtures() -> ModuleType:
     return _load(f"{package}.guard.conftest", root / "guard" / "conftest.py", f"{package}.guard")
 
 
+def load_guard_witnesses() -> ModuleType:
+    """tests/hub_plugin/guard/witnesses.py (ledger readers), imported by path."""
+    guard_module = load_guard_fixtures()
+    package = guard_module.__package__
+    assert package is not None
+    root = Path(__file__).resolve().parents[1] / "hub_plugin" / "guard"
+    return _load(f"{package}.witnesses", root / "witnesses.py", package)
+
+
 guard_fixtures = load_guard_fixtures()
 #: The real hub and guard service, one per test module (see the guard tests' conftest).
 guard = guard_fixtures.guard
@@ -168,15 +177,20 @@ def _stub_handler(stub: StubGuard) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def serve(stub: StubGuard, port: int = 0) -> ThreadingHTTPServer:
+    """Serve ``stub`` on loopback (``port`` 0: any free one); sets ``stub.url``."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), _stub_handler(stub))
+    server.daemon_threads = True
+    stub.url = f"http://127.0.0.1:{server.server_port}/hub/services/nbguard-guard/"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def stub_guard() -> Iterator[StubGuard]:
     """A running stub guard on loopback; its URL ends like NBGUARD_GUARD_URL does."""
     stub = StubGuard()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _stub_handler(stub))
-    server.daemon_threads = True
-    stub.url = f"http://127.0.0.1:{server.server_port}/hub/services/nbguard-guard/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = serve(stub)
     try:
         yield stub
     finally:
