@@ -320,6 +320,7 @@ class GuardService(Application):  # type: ignore[misc]
             )
         self.engine = PolicyEngine(parent=self)
         self.ledger = open_configured_ledger(self)
+        self._check_ledger_apart()
         self.rules = ApprovalRules(self.approval_rules, default=self.default_approval_rule or None)
         self.elevations = ElevationStore(self.db_url, request_ttl_seconds=self.request_ttl)
         self.catalog = CatalogStore(self.db_url)
@@ -357,6 +358,28 @@ class GuardService(Application):  # type: ignore[misc]
             self.entitlements.key_id,
             self.entitlement_key_file,
         )
+
+    def _check_ledger_apart(self) -> None:
+        """ConfigError if the ledger is the service's own SQLite file.
+
+        Execution records are written to the ledger inside the transaction that
+        stores them (so that a record is in both or in neither); on one SQLite
+        file that transaction would hold the lock the ledger's writer waits for.
+        """
+        from sqlalchemy.engine import make_url
+
+        own, ledger = make_url(self.db_url), make_url(self.ledger.url)
+        if (
+            own.get_backend_name() == ledger.get_backend_name() == "sqlite"
+            and own.database
+            and ledger.database
+            and Path(own.database).resolve() == Path(ledger.database).resolve()
+        ):
+            self.ledger.close()
+            raise ConfigError(
+                "GuardService.db_url and Ledger.url name the same SQLite file; "
+                "give the ledger a file of its own."
+            )
 
     def _storage_root(self) -> str:
         root = self.storage_root

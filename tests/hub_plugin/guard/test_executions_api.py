@@ -216,3 +216,15 @@ async def test_a_locked_users_executions_are_still_recorded(guard: Guard) -> Non
         assert response.json() == {"accepted": 1, "duplicates": 0}
     finally:
         guard.service.elevations.unlock(lock.id, by="admin")
+
+
+async def test_the_ledger_must_not_be_the_services_own_sqlite_file(guard: Guard) -> None:
+    """Records are written to the ledger inside the store's transaction, so one SQLite file
+    for both would lock itself: the service refuses to start so configured."""
+    from nbguard.errors import ConfigError
+    from nbguard.hub_plugin.guard.app import GuardService
+
+    config = guard.service.config.copy()
+    config.GuardService.db_url = config.Ledger.url
+    with pytest.raises(ConfigError, match="same SQLite file"):
+        GuardService(config=config).init_components()
