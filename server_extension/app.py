@@ -212,7 +212,7 @@ class NBGuardExtension(ExtensionApp):
         """Create the guard client, the entitlement cache and the witness shipper."""
         if not self.active:
             return
-        from nbguard.server_extension.entitlements import EntitlementCache
+        from nbguard.server_extension.entitlements import EntitlementCache, server_name
         from nbguard.server_extension.guard_client import GuardClient
         from nbguard.server_extension.shipper import WitnessShipper
         from nbguard.server_extension.spool import WitnessSpool
@@ -220,7 +220,10 @@ class NBGuardExtension(ExtensionApp):
         self.guard = GuardClient(self.guard_url, self.api_token, timeout=self.request_timeout)
         self.entitlements = EntitlementCache(
             self.guard,
-            user=os.environ.get("JUPYTERHUB_USER", ""),
+            server=server_name(
+                os.environ.get("JUPYTERHUB_USER", ""),
+                os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
+            ),
             refresh_margin=self.entitlement_refresh_margin,
             log=self.server_log,
         )

@@ -73,7 +73,7 @@ class NBGuardAuthorizer(Authorizer):
             return False
         cache = getattr(handler.settings.get("nbguard"), "entitlements", None)
         entitlement = await cache.current() if cache is not None else None
-        allowed = entitlement is not None and needed in entitlement.permissions
+        allowed = entitlement is not None and entitlement.allows(needed)
         if not allowed:
             self.log.info(
                 "nbguard | refused %s on %s for %s: %s",

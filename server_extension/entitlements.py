@@ -1,16 +1,18 @@
-"""Entitlements: what the guard says this user may do in this server, signed and cached.
+"""``EntitlementCache``: what the guard says this user may do in this server, cached.
 
 The guard service issues a short-lived EdDSA-signed JWT (``GET
-api/v1/entitlements``, audience ``nbguard-server``) listing Jupyter permissions
-(``jupyter.terminal``, ``jupyter.contents_write``, ``jupyter.kernel_execute``),
-and publishes its public key (``GET api/v1/entitlements/key``). The
-:class:`EntitlementCache` fetches both with the server's token, verifies the
-token (signature, audience, expiry, ``jti``, and that ``sub`` is this server's
-user), keeps it until ``refresh_margin`` seconds before it expires, and then
-fetches a new one. It answers ``None`` when it has no valid entitlement, and
-the authorizer then fails closed.
+api/v1/entitlements``, the server's own token only) answering each Jupyter
+action (``jupyter.terminal``, ``jupyter.contents_write``,
+``jupyter.kernel_execute``) for this server, and publishes its public key
+(``GET api/v1/entitlements/key``). The cache fetches both with the server's
+token, verifies the token with the core's
+:func:`~nbguard.entitlements.verify_entitlement` (signature by the guard's key,
+audience, expiry, and that it names *this* server), keeps it until
+``refresh_margin`` seconds before it expires, and then fetches a new one. It
+answers ``None`` when it has no valid entitlement, and the authorizer then
+fails closed.
 
-The token is checked here because the answer crosses the network; the guard
+The token is verified here because the answer crosses the network; the guard
 stays the one that decides.
 """
 
@@ -19,87 +21,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbguard.server_extension.guard_client import GuardAnswerError, GuardClient
 
-#: The audience the guard issues entitlement tokens for.
-AUDIENCE = "nbguard-server"
+if TYPE_CHECKING:
+    from nbguard.entitlements import Entitlement
+
 #: Seconds to wait after a failed fetch before asking the guard again.
 RETRY_AFTER_FAILURE = 5.0
 
 
-class EntitlementError(Exception):
-    """An entitlement token that does not verify (or a key that cannot be read)."""
-
-
-@dataclass(frozen=True)
-class Entitlement:
-    """A verified entitlement: the user's Jupyter permissions in this server until ``expires``."""
-
-    user: str
-    server: str
-    permissions: frozenset[str]
-    expires: float
-    token_id: str
-
-
-def public_key(answer: Any) -> Any:
-    """The guard's public key from its ``entitlements/key`` answer (PEM or JWK)."""
-    import jwt
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    if isinstance(answer, dict):
-        for name in ("public_key", "key", "pem"):
-            value = answer.get(name)
-            if isinstance(value, str) and "BEGIN PUBLIC KEY" in value:
-                return load_pem_public_key(value.encode())
-        jwk = answer["keys"][0] if isinstance(answer.get("keys"), list) else answer
-        if isinstance(jwk, dict) and jwk.get("kty") == "OKP":
-            return jwt.PyJWK(jwk).key
-    raise EntitlementError("the guard's entitlement key is neither PEM nor an Ed25519 JWK")
-
-
-def verify_entitlement_token(token: str, key: Any, *, user: str) -> Entitlement:
-    """Verify an entitlement JWT with the guard's Ed25519 ``key``; raise :class:`EntitlementError`.
-
-    EdDSA only; audience ``nbguard-server``; ``exp``, ``sub``, ``jti`` required;
-    ``sub`` must be ``user`` when ``user`` is known.
-    """
-    import jwt
-
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=["EdDSA"],
-            audience=AUDIENCE,
-            options={"require": ["exp", "sub", "jti", "aud"]},
-        )
-    except jwt.PyJWTError as error:
-        raise EntitlementError(f"entitlement token refused: {error}") from error
-    if user and claims["sub"] != user:
-        raise EntitlementError(f"entitlement token is for {claims['sub']!r}, not {user!r}")
-    permissions = claims.get("permissions", [])
-    if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
-        raise EntitlementError("entitlement token's permissions are not a list of names")
-    return Entitlement(
-        user=str(claims["sub"]),
-        server=str(claims.get("server", "")),
-        permissions=frozenset(permissions),
-        expires=float(claims["exp"]),
-        token_id=str(claims["jti"]),
-    )
-
-
-def token_from(answer: Any) -> str:
-    """The JWT in the guard's ``entitlements`` answer."""
-    if isinstance(answer, dict):
-        for name in ("token", "entitlement"):
-            if isinstance(answer.get(name), str):
-                return str(answer[name])
-    raise EntitlementError("the guard's entitlements answer holds no token")
+def server_name(user: str, server: str) -> str:
+    """JupyterHub's full name of a server (``alice``, ``alice/gpu``), as entitlements name it."""
+    return f"{user}/{server}" if server else user
 
 
 class EntitlementCache:
@@ -109,12 +44,12 @@ class EntitlementCache:
         self,
         guard: GuardClient,
         *,
-        user: str,
+        server: str,
         refresh_margin: float = 30.0,
         log: logging.Logger | None = None,
     ) -> None:
         self.guard = guard
-        self.user = user
+        self.server = server
         self.refresh_margin = refresh_margin
         self.log = log or logging.getLogger(__name__)
         self._entitlement: Entitlement | None = None
@@ -147,9 +82,11 @@ class EntitlementCache:
                 return held
             if self._failed_at is not None and now - self._failed_at < RETRY_AFTER_FAILURE:
                 return self.valid(now)
+            from nbguard.errors import NBGuardError
+
             try:
                 self._entitlement = await self.fetch()
-            except (GuardAnswerError, EntitlementError) as error:
+            except (GuardAnswerError, NBGuardError) as error:
                 self._failed_at = now
                 self.log.warning(
                     "nbguard | no entitlement from the guard (%s); terminals, writes and "
@@ -161,14 +98,27 @@ class EntitlementCache:
             return self._entitlement
 
     async def fetch(self) -> Entitlement:
-        """Fetch and verify a new token (and the key, when unknown or rotated)."""
+        """Fetch and verify a new token (and the key, when unknown or rotated).
+
+        Raises GuardAnswerError (the guard refused or is down) or an
+        :class:`~nbguard.errors.NBGuardError` (the token or the key is not good).
+        """
+        from nbguard.entitlements import EntitlementError, verify_entitlement
+        from nbguard.errors import ConfigError
+
         _, answer = await self.guard.call("GET", "api/v1/entitlements")
-        token = token_from(answer)
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not isinstance(token, str):
+            raise EntitlementError("the guard's answer holds no token", reason="malformed")
         if self._key is not None:
             try:
-                return verify_entitlement_token(token, self._key, user=self.user)
-            except EntitlementError:
-                pass  # perhaps a new key: fetch it and try once more
-        _, key_answer = await self.guard.call("GET", "api/v1/entitlements/key")
-        self._key = public_key(key_answer)
-        return verify_entitlement_token(token, self._key, user=self.user)
+                return verify_entitlement(token, self._key, server=self.server)
+            except EntitlementError as error:
+                if error.reason != "unknown_key":
+                    raise
+        _, document = await self.guard.call("GET", "api/v1/entitlements/key")
+        pem = document.get("pem") if isinstance(document, dict) else None
+        if not isinstance(pem, str):
+            raise ConfigError("the guard's entitlement key document holds no PEM")
+        self._key = pem
+        return verify_entitlement(token, pem, server=self.server)

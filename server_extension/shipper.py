@@ -93,6 +93,8 @@ class WitnessShipper:
         if cell_id is not None:
             record["cell_id"] = cell_id
         self.spool.append(record)
+        if self._task is None:  # servers that never ran the extensions' start hook
+            self.start()
         self._wake.set()
         return record
 

@@ -109,15 +109,27 @@ def guard_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardPro
 
 
 @pytest.fixture(scope="session")
-def scientist(guard_process: GuardProcess) -> SpawnedServer:
-    """A data scientist's spawned server, shared by the tests that only read."""
-    return guard_process.new_server("data-scientist")
+def spawned(guard_process: GuardProcess) -> Callable[[str], SpawnedServer]:
+    """A spawned server per role, made on first use and shared by the session's tests."""
+    servers: dict[str, SpawnedServer] = {}
+
+    def server_of(role: str) -> SpawnedServer:
+        if role not in servers:
+            servers[role] = guard_process.new_server(role)
+        return servers[role]
+
+    return server_of
 
 
 @pytest.fixture
-def guard_server(scientist: SpawnedServer) -> SpawnedServer:
-    """The spawned server whose identity the Jupyter server under test takes on."""
-    return scientist
+def guard_server(
+    request: pytest.FixtureRequest, spawned: Callable[[str], SpawnedServer]
+) -> SpawnedServer:
+    """The spawned server whose identity the Jupyter server under test takes on.
+
+    A data scientist's by default; parametrize it indirectly with another role.
+    """
+    return spawned(getattr(request, "param", "data-scientist"))
 
 
 @pytest.fixture
