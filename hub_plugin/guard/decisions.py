@@ -58,8 +58,10 @@ class CellRef:
     instance: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``cell`` object of an access record (the access schema has no ``instance``)."""
+        """The ``cell`` object of an access record."""
         out: dict[str, Any] = {"kernel_id": self.kernel_id}
+        if self.instance:
+            out["instance"] = self.instance
         if self.cell_id:
             out["cell_id"] = self.cell_id
         if self.msg_id:

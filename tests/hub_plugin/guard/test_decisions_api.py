@@ -104,7 +104,7 @@ async def test_a_self_made_server_scoped_token_is_not_the_server(guard: Guard) -
 async def test_allowed_decision_is_recorded_with_its_cell(guard: Guard) -> None:
     """An allowed decision answers with its policies and lands in the ledger with the cell."""
     client = await server_client(guard)
-    cell = {"kernel_id": "k-1", "cell_id": "c-7", "msg_id": "m-9", "seq": 4}
+    cell = {"kernel_id": "k-1", "instance": "i-2", "cell_id": "c-7", "msg_id": "m-9", "seq": 4}
     response = await client.call(
         "POST",
         "api/v1/decisions",
