@@ -195,18 +195,19 @@ class NBGuardExtension(ExtensionApp):
             )
             return
         from nbguard.server_extension.authorizer import NBGuardAuthorizer
-        from nbguard.server_extension.witness import WitnessConnection
 
-        serverapp.update_config(
-            Config(
-                {
-                    "ServerApp": {
-                        "authorizer_class": NBGuardAuthorizer,
-                        "kernel_websocket_connection_class": WitnessConnection,
-                    }
-                }
+        classes: dict[str, Any] = {"authorizer_class": NBGuardAuthorizer}
+        if serverapp.config.GatewayClient.get("url") or os.environ.get("JUPYTER_GATEWAY_URL"):
+            # Remote kernels use the gateway's own connection class: keep it working.
+            self.server_log.error(
+                "nbguard | kernels run through a kernel gateway: the server's execute "
+                "witness is not installed, only the kernel hooks record executions"
             )
-        )
+        else:
+            from nbguard.server_extension.witness import WitnessConnection
+
+            classes["kernel_websocket_connection_class"] = WitnessConnection
+        serverapp.update_config(Config({"ServerApp": classes}))
 
     def initialize_settings(self) -> None:
         """Create the guard client, the entitlement cache and the witness shipper."""

@@ -133,3 +133,19 @@ class TestIdle:
         idle = [line for line in capsys.readouterr().err.splitlines() if "nbguard | idle" in line]
         assert len(idle) == 1
         assert "NBGUARD_GUARD_URL and JUPYTERHUB_API_TOKEN not set" in idle[0]
+
+
+class TestGateway:
+    """A server whose kernels run behind a kernel gateway."""
+
+    @pytest.fixture
+    def jp_server_config(self, jp_server_config: dict[str, Any]) -> dict[str, Any]:
+        """nbguard enabled, and kernels through a gateway (never reached by these tests)."""
+        return {**jp_server_config, "GatewayClient": {"url": "http://127.0.0.1:9"}}
+
+    async def test_gateway_keeps_its_connection_and_gets_the_authorizer(
+        self, jp_serverapp: Any
+    ) -> None:
+        """The server's own choice of websocket connection stays (no witness); the authorizer is set."""
+        assert jp_serverapp.kernel_websocket_connection_class is not WitnessConnection
+        assert isinstance(jp_serverapp.authorizer, NBGuardAuthorizer)
