@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -149,3 +151,15 @@ class TestGateway:
         """The server's own choice of websocket connection stays (no witness); the authorizer is set."""
         assert jp_serverapp.kernel_websocket_connection_class is not WitnessConnection
         assert isinstance(jp_serverapp.authorizer, NBGuardAuthorizer)
+
+
+def test_loading_the_extension_point_imports_only_the_app() -> None:
+    """Finding the extension imports its ExtensionApp, not the witness, authorizer or handlers."""
+    code = (
+        "import sys, nbguard.server_extension as s; s._jupyter_server_extension_points(); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('nbguard.server_extension'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.split() == ["nbguard.server_extension", "nbguard.server_extension.app"]
