@@ -54,7 +54,9 @@ def guard_service(
     reach it; ``db_url`` its database (default: ``GuardService.db_url`` if set in
     ``c``, else its default SQLite file), which the hub also reads for grants.
     With ``managed=False`` the hub does not start it (run it yourself, e.g. in its
-    own pod, with ``JUPYTERHUB_API_TOKEN`` set to ``api_token``).
+    own pod, with ``JUPYTERHUB_API_TOKEN`` set to ``api_token``). Call it after
+    setting ``c.JupyterHub.base_url`` (or ``bind_url``): the URL servers get
+    includes the hub's prefix.
     ``environment`` adds variables to the managed service's environment (the hub
     passes it only ``JUPYTERHUB_*`` and a few standard ones).
     """
@@ -85,7 +87,13 @@ def guard_service(
     roles = _with_scope(roles, "user", ["self"], access)
     roles = _with_scope(roles, "server", ["users:activity!user", "access:servers!server"], access)
     c.JupyterHub.load_roles = roles
-    c.NBGuard.guard_service_url = f"{url.rstrip('/')}/services/{name}/"
+    # The service serves under the hub's prefix (JUPYTERHUB_SERVICE_PREFIX), also at
+    # its own URL: servers reach it there, not through the proxy.
+    base = str(
+        c.JupyterHub.get("base_url") or urlparse(str(c.JupyterHub.get("bind_url") or "")).path
+    ).strip("/")
+    prefix = f"/{base}/" if base else "/"
+    c.NBGuard.guard_service_url = f"{url.rstrip('/')}{prefix}services/{name}/"
     database = db_url or c.GuardService.get("db_url")
     if database:
         c.GuardService.db_url = database

@@ -133,3 +133,21 @@ def test_config_file_is_the_only_argument() -> None:
     assert "access:servers!server" in roles["server"]["scopes"]
     assert "admin:auth_state" in roles["nbguard-guard"]["scopes"]
     assert config.NBGuard.guard_service_url == "http://127.0.0.1:10101/services/nbguard-guard/"
+
+
+def test_the_url_servers_get_includes_the_hubs_prefix() -> None:
+    """On a hub under /prefix/ the service serves /prefix/services/...; servers get that."""
+    from traitlets.config import Config
+
+    from nbguard.hub_plugin.guard.hub_config import guard_service
+
+    config = Config()
+    config.JupyterHub.base_url = "/prefix"
+    guard_service(config, config_file="/etc/jupyterhub/jupyterhub_config.py")
+    assert config.NBGuard.guard_service_url == (
+        "http://127.0.0.1:10101/prefix/services/nbguard-guard/"
+    )
+    bound = Config()
+    bound.JupyterHub.bind_url = "http://127.0.0.1:8000/hub-a/"
+    guard_service(bound, config_file="/etc/jupyterhub/jupyterhub_config.py")
+    assert bound.NBGuard.guard_service_url.endswith(":10101/hub-a/services/nbguard-guard/")
