@@ -82,6 +82,10 @@ def rfc3339(moment: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{millis:03d}Z"
 
 
+#: JSON for a string, exactly as json.dumps(..., ensure_ascii=False) writes it (C-accelerated).
+_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
 def _plain_id(value: Any) -> str:
     return value if isinstance(value, str) and _ID.fullmatch(value) else ""
 
@@ -116,6 +120,11 @@ class Recorder:
         self._last_result: Any = None
         self._pid = os.getpid()
         self._undo: list[Callable[[], None]] = []
+        kernel_id, instance = _string(stream.kernel_id), _string(stream.instance)
+        self._head = f'{{"kernel_id":{kernel_id},"instance":{instance},"seq":'
+        self._second = -1
+        self._second_text = ""
+        self._fork_hooked = False
 
     # -- installing ----------------------------------------------------------------------
 
@@ -134,7 +143,9 @@ class Recorder:
         self._wrap(self.shell.displayhook, "write_format_data", self._result_writer)
         if self.kernel is not None:
             self._wrap(self.kernel, "_send_abort_reply", self._abort_recorder)
-        os.register_at_fork(after_in_child=self._forked)
+        if not self._fork_hooked:  # cannot be unregistered: once per recorder
+            self._fork_hooked = True
+            os.register_at_fork(after_in_child=self._forked)
 
     def uninstall(self) -> None:
         """Record the cells still running (as they are now), then stop recording."""
@@ -369,44 +380,69 @@ class Recorder:
             if outputs is None:
                 outputs = cell.outputs = CellOutputs(self.text_limit)
             outputs.error(error_name, _message(error))
-        record: dict[str, Any] = {
-            "kernel_id": self.stream.kernel_id,
-            "instance": self.stream.instance,
-            "seq": 0,
-            "msg_id": cell.msg_id,
-        }
+        # The line is assembled from pre-encoded parts rather than by json.dumps on a
+        # dict: that halves the recorder's time per cell (the issue's budget is 10 µs).
+        # Strings go through the json module's own C string encoder, so the line is
+        # exactly what json.dumps(..., ensure_ascii=False) would write.
+        code, code_sha256, truncated = self._code_fields(code)
+        parts = [',"msg_id":', _string(cell.msg_id)]
         if cell_id:
-            record["cell_id"] = cell_id
-        record.update(self._code_fields(code))
-        record["execution_count"] = count if isinstance(count, int) and count >= 0 else None
-        record["silent"] = silent
-        record["started"] = rfc3339(cell.started)
-        record["duration_ms"] = duration_ms
-        record["status"] = status
+            parts += [',"cell_id":', _string(cell_id)]
+        parts += [',"code":', _string(code)]
+        if truncated:
+            parts.append(',"code_truncated":true')
+        parts += [
+            ',"code_sha256":"',
+            code_sha256,
+            '","execution_count":',
+            str(count) if type(count) is int and count >= 0 else "null",
+            ',"silent":',
+            "true" if silent else "false",
+            ',"started":"',
+            self._rfc3339(cell.started),
+            '","duration_ms":',
+            str(duration_ms),
+            ',"status":"',
+            status,
+            '"',
+        ]
         if error_name:
-            record["error_name"] = error_name
-        record["output_digest"] = outputs.digest() if outputs is not None else EMPTY_DIGEST
+            parts += [',"error_name":', _string(error_name)]
+        parts += [',"output_digest":"', outputs.digest() if outputs is not None else EMPTY_DIGEST]
+        parts.append('"')
         if self.redactor is not None:
             text = outputs.kept_text() if outputs is not None else ""
-            record["output_text"] = self.redactor(text)[:MAX_OUTPUT_TEXT]
-        record["resources"] = cell.resources
-        record["privileged"] = self.privileged()
-        record["seq"] = self.stream.next_seq()
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-        self.spool.append(line.encode("utf-8", "replace") + b"\n")
+            parts += [',"output_text":', _string(self.redactor(text)[:MAX_OUTPUT_TEXT])]
+        parts += [
+            ',"resources":[',
+            ",".join(map(_string, cell.resources)),
+            '],"privileged":',
+            "true" if self.privileged() else "false",
+            "}\n",
+        ]
+        line = f"{self._head}{self.stream.next_seq()}{''.join(parts)}"
+        self.spool.append(line.encode("utf-8", "replace"))
         self.wake()
 
-    def _code_fields(self, code: str) -> dict[str, Any]:
+    def _rfc3339(self, moment: float) -> str:
+        """:func:`rfc3339`, reusing the formatted second (most cells start in the last one)."""
+        second = int(moment)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int(moment * 1000) % 1000:03d}Z"
+
+    def _code_fields(self, code: str) -> tuple[str, str, bool]:
+        """The source as recorded, the SHA-256 of all of it, and whether it was cut."""
         try:
             raw = code.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates: hashed as they are, kept replaced
             raw = code.encode("utf-8", "surrogatepass")
             code = code.encode("utf-8", "replace").decode("utf-8")
-        fields: dict[str, Any] = {"code": code, "code_sha256": hashlib.sha256(raw).hexdigest()}
+        digest = hashlib.sha256(raw).hexdigest()
         if len(raw) > self.max_code_bytes:
-            fields["code"] = raw[: self.max_code_bytes].decode("utf-8", "ignore")
-            fields["code_truncated"] = True
-        return fields
+            return raw[: self.max_code_bytes].decode("utf-8", "ignore"), digest, True
+        return code, digest, False
 
 
 def _message(error: BaseException) -> str:

@@ -165,9 +165,11 @@ class NBGuardKernelHooks(LoggingConfigurable):
         return value
 
     flush_delay = Float(
-        0.05,
+        0.5,
         help="""Seconds the shipper waits after a new record before sending, so that
-        records of cells run in quick succession travel in one batch. Default 0.05.""",
+        records of cells run in quick succession travel in one batch (and a busy
+        kernel sends at most a couple of requests a second). Records are safe in
+        the spool meanwhile. Default 0.5.""",
     ).tag(config=True)
 
     poll_interval = Float(

@@ -98,7 +98,7 @@ class Shipper:
         environment: ServerEnvironment,
         *,
         batch_size: int = 500,
-        flush_delay: float = 0.05,
+        flush_delay: float = 0.5,
         poll_interval: float = 5.0,
         retry_initial: float = 0.5,
         retry_max: float = 60.0,
@@ -124,6 +124,7 @@ class Shipper:
         self.send = send or self._http
         self.on_exit = on_exit
         self.wakeup = threading.Event()
+        self._sleeping = False
         self._stop = threading.Event()
         self._drain = False
         self._thread: threading.Thread | None = None
@@ -145,8 +146,15 @@ class Shipper:
         self._thread.start()
 
     def wake(self) -> None:
-        """A record was spooled (called on the cell path: sets an event, nothing more)."""
-        self.wakeup.set()
+        """A record was spooled (called on the cell path).
+
+        Only the first record after the shipper went to sleep sets the event: the
+        records after it are picked up by the same round, and a cell does not pay
+        for waking a thread (which also competes for the interpreter lock).
+        """
+        if self._sleeping:
+            self._sleeping = False
+            self.wakeup.set()
 
     def drain_and_stop(self) -> None:
         """Deliver what is spooled, then stop (the hooks were unloaded)."""
@@ -183,13 +191,20 @@ class Shipper:
             if self._failures:
                 self._stop.wait(self.backoff())
             elif not progressed:
-                self.wakeup.wait(self.poll_interval)
-                self.wakeup.clear()
-                if self.flush_delay > 0:
-                    self._stop.wait(self.flush_delay)
+                self._sleep()
         self._release_orphans()
         if self.on_exit is not None:
             self.on_exit()
+
+    def _sleep(self) -> None:
+        """Wait for a new record (or the poll interval), then a little for more to come."""
+        self.wakeup.clear()
+        self._sleeping = True
+        if not self.pending():  # a record spooled before _sleeping was set
+            self.wakeup.wait(self.poll_interval)
+        self._sleeping = False
+        if self.flush_delay > 0 and not self._drain:
+            self._stop.wait(self.flush_delay)
 
     def backoff(self) -> float:
         """Seconds to wait before the next try: doubling, capped, half of it random."""
