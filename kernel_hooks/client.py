@@ -14,6 +14,7 @@ request and turns refusals into errors a notebook user can act on:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,12 @@ class GuardClient:
                 session = requests.Session()
                 session.headers["Authorization"] = f"token {self.environment.token}"
                 session.headers["User-Agent"] = USER_AGENT
-                session.trust_env = False  # no proxy or .netrc between a kernel and its guard
+                # No proxy or .netrc between a kernel and its guard (the token must not
+                # go elsewhere), but the CA bundle an admin points to still counts.
+                session.trust_env = False
+                session.verify = (
+                    os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or True
+                )
                 self._session = session
             return self._session
 
@@ -103,6 +109,7 @@ class GuardClient:
         if cell is not None:
             sent[CELL_HEADER] = cell
         kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("allow_redirects", False)  # the token goes to the guard only
         try:
             response = self.session.request(method, self.url(path), headers=sent, **kwargs)
         except requests.Timeout:
