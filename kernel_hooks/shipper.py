@@ -232,12 +232,18 @@ class Shipper:
             progressed = True
             segment.remove()
             self._orphans.remove(segment)
+        for segment in list(self.spool.retired):  # full segments of this process, in order
+            if segment.sealed is not None and segment.acked < segment.sealed:
+                if not self._ship_segment(segment, segment.sealed):
+                    return progressed
+                progressed = True
+        self.spool.retire_done()
         current, committed = self.spool.snapshot()
         if current is not None and current.acked < committed:
             if not self._ship_segment(current, committed):
                 return progressed
             progressed = True
-            self.spool.rotate_if_done()
+        self.spool.prepare()
         self._refresh_privileges()
         return progressed
 

@@ -355,5 +355,6 @@ def spooled(data_dir: Path) -> list[dict[str, Any]]:
     out = []
     for path in sorted((data_dir / "nbguard" / "spool").glob("*/*.jsonl")):
         if path.name != "quarantine.jsonl":
-            out.extend(json.loads(line) for line in path.read_text().splitlines() if line)
+            text = path.read_bytes().split(b"\0", 1)[0].decode()  # segments are zero-filled
+            out.extend(json.loads(line) for line in text.splitlines() if line)
     return out

@@ -13,7 +13,7 @@ import pytest
 from nbguard.kernel_hooks.identity import ServerEnvironment, Stream
 from nbguard.kernel_hooks.recorder import Recorder
 from nbguard.kernel_hooks.shipper import Answer, Shipper
-from nbguard.kernel_hooks.spool import QUARANTINE, Segment, Spool
+from nbguard.kernel_hooks.spool import QUARANTINE, Spool
 
 ENVIRONMENT = ServerEnvironment("http://guard.invalid/services/nbguard-guard/", "t" * 32, "u", "/")
 
@@ -120,19 +120,26 @@ def test_the_acked_mark_survives_a_new_owner(tmp_path: Path) -> None:
     assert [r["seq"] for r in guard.records] == [2, 3]
 
 
-def test_a_full_segment_is_replaced_once_delivered(tmp_path: Path) -> None:
-    """Past the rotation size and fully accepted, a segment gives way to a new one."""
-    spool = spool_in(tmp_path)
+def test_full_segments_are_shipped_in_order_and_removed(tmp_path: Path) -> None:
+    """Records go on in a new segment when one is full; all arrive in order, and the
+    full segments are removed once the guard has them."""
+    spool = Spool(tmp_path, "k-1", "i-1", segment_bytes=2048)
+    spool.open()
     first = spool.current
     assert first is not None
-    for seq in range(3):
-        spool.append(record(seq, code="x" * 500))
-    Shipper(spool, ENVIRONMENT, send=FakeGuard()).ship_pending()
-    spool.rotate_if_done(limit=1000)
-    assert spool.current is not None
-    assert spool.current.path != first.path
+    guard = FakeGuard()
+    shipper = Shipper(spool, ENVIRONMENT, send=guard)
+    for seq in range(12):
+        assert spool.append(record(seq, code="x" * 500))
+        if seq == 5:
+            shipper.ship_pending()  # prepares the next segment ahead of need, too
+    assert len(spool.retired) >= 2
+    shipper.ship_pending()
+    assert [r["seq"] for r in guard.records] == list(range(12))
+    assert spool.retired == []
     assert not first.path.exists()
-    assert Segment.adopt(first.path) is None
+    spool.close()
+    assert list(tmp_path.glob("*.jsonl")) == []
 
 
 @pytest.fixture
