@@ -7,8 +7,8 @@ Layout, under ``NBGuardKernelHooks.spool_dir`` (mode 0700), one folder per hub u
     <user>/quarantine.jsonl                        records the guard refused as malformed
 
 Each kernel process writes its own segments, so kernels never wait on each other.
-A segment is a file of ``SEGMENT_BYTES`` (sparse, zero-filled) mapped into the
-kernel's memory (``mmap``, shared); a record is one line copied into the mapping
+A segment is a file of ``SEGMENT_BYTES`` (allocated up front, zero-filled) mapped
+into the kernel's memory (``mmap``, shared); a record is one line copied into the mapping
 before ``run_cell`` returns. Those pages belong to the operating system's page
 cache, so a record survives the kernel being killed (SIGKILL included) and the
 server restarting; nothing waits for the disk (no ``fsync``): a crash of the whole
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-#: Size of a segment file (sparse: only the records take disk space).
-SEGMENT_BYTES = 4 * 1024 * 1024
+#: Size of a segment file (allocated in full: about 2,000 records).
+SEGMENT_BYTES = 1024 * 1024
 _SUFFIX = ".jsonl"
 _ACKED = ".acked"
 
@@ -84,7 +84,9 @@ class Segment:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, size)
+            # Allocated now, not on first touch: writing into a page of a sparse
+            # file on a full disk kills the process with SIGBUS; this fails here.
+            os.posix_fallocate(fd, 0, size)
             segment = cls(path, fd)
             segment.map = mmap.mmap(fd, size)
         except OSError:
