@@ -337,7 +337,13 @@ class NBGuardReadFile(AbstractBufferedFile):  # type: ignore[misc]
         self._response: requests.Response | None = response
         self._position = 0
         self._etag = response.headers.get("ETag")
-        size = int(response.headers.get("Content-Length", 0))
+        length = response.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            response.close()
+            raise GuardTransferError(
+                f"nbguard: the guard did not say how large nbguard://{path} is; try again."
+            )
+        size = int(length)
         super().__init__(
             fs, path, mode="rb", block_size=block_size, cache_type="readahead", size=size
         )
