@@ -56,6 +56,7 @@ class Cell:
         "cell_id",
         "code",
         "msg_id",
+        "nested",
         "outputs",
         "resources",
         "silent",
@@ -69,6 +70,8 @@ class Cell:
         #: The source as the request carried it (used when IPython stored no result).
         self.code = code
         self.silent = silent
+        #: Run by another cell's code (get_ipython().run_cell): no request of its own.
+        self.nested = False
         self.started = time.time()
         self.t0 = time.perf_counter()
         self.outputs: CellOutputs | None = None
@@ -247,9 +250,10 @@ class Recorder:
         if not self.active:
             return
         stack = self._stack()
-        if stack:  # nested run_cell: same request as the cell that runs it
+        if stack:  # nested run_cell: its requests are tagged with the outer request
             outer = stack[-1]
             cell = Cell(outer.msg_id, outer.cell_id, None, False)
+            cell.nested = True
         else:
             cell = self._from_request(self.kernel.get_parent() if self.kernel else None)
         cell.before = self.shell.last_execution_result
@@ -385,7 +389,9 @@ class Recorder:
         # Strings go through the json module's own C string encoder, so the line is
         # exactly what json.dumps(..., ensure_ascii=False) would write.
         code, code_sha256, truncated = self._code_fields(code)
-        parts = [',"msg_id":', _string(cell.msg_id)]
+        # A nested execution had no execute_request: "" keeps the guard from pairing
+        # it with the server's record of the outer cell's request.
+        parts = [',"msg_id":', '""' if cell.nested else _string(cell.msg_id)]
         if cell_id:
             parts += [',"cell_id":', _string(cell_id)]
         parts += [',"code":', _string(code)]

@@ -92,6 +92,21 @@ async def test_errors_and_aborted_requests_are_recorded(
     assert got[syntax.msg_id]["error_name"] == "SyntaxError"
 
 
+async def test_a_cell_run_by_another_cell_has_a_record_without_a_request(
+    start_kernel: StartKernel, stub_guard: StubGuard
+) -> None:
+    """Code run with get_ipython().run_cell gets its own record, with msg_id "" (it had no
+    execute_request), so only the outer record pairs with the server's witness."""
+    kernel = await recording_kernel(start_kernel, stub_guard)
+    done = await kernel.run("get_ipython().run_cell('inner = 1')\nouter = 2")
+    stub_guard.wait_for(lambda records: done.msg_id in by_msg(records))
+    records = stub_guard.of_stream(kernel.kernel_id)
+    inner = [r for r in records if r["code"] == "inner = 1"]
+    assert [r["msg_id"] for r in inner] == [""]
+    assert by_msg(records)[done.msg_id]["code"].endswith("outer = 2")
+    assert inner[0]["seq"] + 1 == by_msg(records)[done.msg_id]["seq"]
+
+
 async def test_output_digest_follows_the_documented_canonical_form(
     start_kernel: StartKernel, stub_guard: StubGuard
 ) -> None:
