@@ -92,6 +92,19 @@ async def test_errors_and_aborted_requests_are_recorded(
     assert got[syntax.msg_id]["error_name"] == "SyntaxError"
 
 
+async def test_cells_with_top_level_await_are_recorded(
+    start_kernel: StartKernel, stub_guard: StubGuard
+) -> None:
+    """A cell ipykernel runs as a coroutine (top-level await) is recorded like any other."""
+    kernel = await recording_kernel(start_kernel, stub_guard)
+    done = await kernel.run("import asyncio\nawait asyncio.sleep(0)\nprint('awaited')")
+    assert done.stdout() == "awaited\n"
+    stub_guard.wait_for(lambda records: done.msg_id in by_msg(records))
+    record = by_msg(stub_guard.of_stream(kernel.kernel_id))[done.msg_id]
+    assert record["status"] == "ok"
+    assert record["code"].startswith("import asyncio")
+
+
 async def test_a_cell_run_by_another_cell_has_a_record_without_a_request(
     start_kernel: StartKernel, stub_guard: StubGuard
 ) -> None:
