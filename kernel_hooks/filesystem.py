@@ -106,6 +106,19 @@ class NBGuardFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """The broker's API path of one file."""
         return f"api/v1/datasets/{dataset}/objects/{quote(inner, safe='/')}"
 
+    def file_request(
+        self, method: str, stripped: str, doing: str, **kwargs: Any
+    ) -> requests.Response:
+        """One broker request about the file ``stripped`` (``doing``: "reading", ...)."""
+        dataset, inner = self.split(stripped)
+        return self.client.request(
+            method,
+            self.object_path(dataset, inner),
+            what=f"{doing} nbguard://{stripped}",
+            resource=f"dataset:{dataset}",
+            **kwargs,
+        )
+
     # -- listing and info ----------------------------------------------------------------
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
@@ -164,12 +177,7 @@ class NBGuardFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return self._dataset_entry(answer if isinstance(answer, dict) else {})
         dataset, inner = self.split(stripped)
         try:
-            response = self.client.request(
-                "HEAD",
-                self.object_path(dataset, inner),
-                what=f"looking up nbguard://{stripped}",
-                resource=f"dataset:{dataset}",
-            )
+            response = self.file_request("HEAD", stripped, "looking up")
         except FileNotFoundError:
             if self._objects(dataset, inner):
                 return {"name": stripped, "size": 0, "type": "directory"}
@@ -196,15 +204,9 @@ class NBGuardFileSystem(AbstractFileSystem):  # type: ignore[misc]
         **kwargs: Any,
     ) -> AbstractBufferedFile:
         stripped = self._strip_protocol(path)
-        dataset, inner = self.split(stripped)
+        self.split(stripped)
         if mode == "rb":
-            response = self.client.request(
-                "GET",
-                self.object_path(dataset, inner),
-                what=f"reading nbguard://{stripped}",
-                resource=f"dataset:{dataset}",
-                stream=True,
-            )
+            response = self.file_request("GET", stripped, "reading", stream=True)
             return NBGuardReadFile(
                 self, stripped, response=response, block_size=block_size or READ_BLOCK
             )
@@ -220,7 +222,6 @@ class NBGuardFileSystem(AbstractFileSystem):  # type: ignore[misc]
             data: bytes = super().cat_file(path, start=start, end=end, **kwargs)
             return data
         stripped = self._strip_protocol(path)
-        dataset, inner = self.split(stripped)
         headers = {}
         if start or end is not None:
             first = start or 0
@@ -228,13 +229,8 @@ class NBGuardFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 return b""
             headers["Range"] = f"bytes={first}-{'' if end is None else end - 1}"
         try:
-            response = self.client.request(
-                "GET",
-                self.object_path(dataset, inner),
-                what=f"reading nbguard://{stripped}",
-                resource=f"dataset:{dataset}",
-                headers=headers,
-                expected=(200, 206),
+            response = self.file_request(
+                "GET", stripped, "reading", headers=headers, expected=(200, 206)
             )
         except GuardRequestError:
             if "Range" in headers:  # 416: the range starts past the end
@@ -246,13 +242,10 @@ class NBGuardFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def send_file(self, path: str, body: Any) -> dict[str, Any]:
         """PUT ``body`` (bytes or a binary file) as the file at ``path``; its new info."""
-        stripped = self._strip_protocol(path)
-        dataset, inner = self.split(stripped)
-        response = self.client.request(
+        response = self.file_request(
             "PUT",
-            self.object_path(dataset, inner),
-            what=f"writing nbguard://{stripped}",
-            resource=f"dataset:{dataset}",
+            self._strip_protocol(path),
+            "writing",
             data=body,
             headers={"Content-Type": "application/octet-stream"},
             expected=(200, 201),
@@ -278,15 +271,7 @@ class NBGuardFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def rm_file(self, path: str) -> None:
         """Delete one file."""
-        stripped = self._strip_protocol(path)
-        dataset, inner = self.split(stripped)
-        self.client.request(
-            "DELETE",
-            self.object_path(dataset, inner),
-            what=f"deleting nbguard://{stripped}",
-            resource=f"dataset:{dataset}",
-            expected=(200, 204),
-        )
+        self.file_request("DELETE", self._strip_protocol(path), "deleting", expected=(200, 204))
 
     def _rm(self, path: str) -> None:
         self.rm_file(path)
@@ -360,18 +345,11 @@ class NBGuardReadFile(AbstractBufferedFile):  # type: ignore[misc]
     def _reopen(self, start: int) -> None:
         """A ranged GET from ``start`` to the end, refused if the file has changed."""
         self._drop_response()
-        dataset, inner = self.fs.split(self.path)
         headers = {"Range": f"bytes={start}-"}
         if self._etag:
             headers["If-Range"] = self._etag
-        response = self.fs.client.request(
-            "GET",
-            self.fs.object_path(dataset, inner),
-            what=f"reading nbguard://{self.path}",
-            resource=f"dataset:{dataset}",
-            headers=headers,
-            expected=(200, 206),
-            stream=True,
+        response = self.fs.file_request(
+            "GET", self.path, "reading", headers=headers, expected=(200, 206), stream=True
         )
         total = response.headers.get("Content-Range", "").rpartition("/")[2]
         if response.status_code != 206 or total != str(self.size):

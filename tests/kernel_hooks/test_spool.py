@@ -155,6 +155,21 @@ def shell() -> Iterator[Any]:
     InteractiveShell.clear_instance()
 
 
+def recorded_line(tmp_path: Path, shell: Any, code: str) -> bytes:
+    """The spool line a recorder writes for one ``run_cell(code)``."""
+    spool = spool_in(tmp_path)
+    recorder = Recorder(shell, Stream("k-1"), spool, max_code_bytes=1024)
+    recorder.install()
+    try:
+        shell.run_cell(code, store_history=True)
+    finally:
+        recorder.uninstall()
+    segment, committed = spool.snapshot()
+    assert segment is not None
+    (line,) = segment.lines(committed, 10, 1 << 20)[0]
+    return line.data
+
+
 @pytest.mark.parametrize(
     "code",
     [
@@ -169,18 +184,9 @@ def test_record_lines_are_the_json_the_contract_describes(
     tmp_path: Path, shell: Any, code: str
 ) -> None:
     """A spooled record is exactly json.dumps of its fields (compact, non-ASCII kept)."""
-    spool = spool_in(tmp_path)
-    recorder = Recorder(shell, Stream("k-1"), spool, max_code_bytes=1024)
-    recorder.install()
-    try:
-        shell.run_cell(code, store_history=True)
-    finally:
-        recorder.uninstall()
-    segment, committed = spool.snapshot()
-    assert segment is not None
-    (line,) = segment.lines(committed, 10, 1 << 20)[0]
-    value = json.loads(line.data)
-    assert line.data.decode() == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    line = recorded_line(tmp_path, shell, code)
+    value = json.loads(line)
+    assert line.decode() == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     assert value["code"] == code
     assert value["seq"] == 0
 
@@ -198,17 +204,7 @@ def test_a_lone_surrogate_is_hashed_as_is_and_recorded_replaced(tmp_path: Path, 
 def test_long_code_is_cut_but_hashed_whole(tmp_path: Path, shell: Any) -> None:
     """Source over max_code_bytes is cut (code_truncated) and code_sha256 covers all of it."""
     code = "# " + "é" * 2000 + "\nz = 1"
-    spool = spool_in(tmp_path)
-    recorder = Recorder(shell, Stream("k-1"), spool, max_code_bytes=1024)
-    recorder.install()
-    try:
-        shell.run_cell(code, store_history=True)
-    finally:
-        recorder.uninstall()
-    segment, committed = spool.snapshot()
-    assert segment is not None
-    (line,) = segment.lines(committed, 10, 1 << 20)[0]
-    value = json.loads(line.data)
+    value = json.loads(recorded_line(tmp_path, shell, code))
     assert value["code_truncated"] is True
     assert len(value["code"].encode()) <= 1024
     assert code.startswith(value["code"])
