@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import threading
 import time
 import urllib.error
@@ -36,6 +35,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nbguard.delivery import REFUSED_STATUSES, backoff_seconds
 from nbguard.kernel_hooks.identity import ServerEnvironment
 from nbguard.kernel_hooks.spool import Line, Segment, Spool
 
@@ -45,8 +45,6 @@ log = logging.getLogger("nbguard.kernel_hooks")
 BATCH_BYTES = 1024 * 1024 - 4096
 #: Statuses after which the same batch is tried again later.
 RETRY_STATUSES = frozenset({401, 403, 404, 408, 429})
-#: Statuses that say the batch itself is wrong: split it, then quarantine.
-REFUSED_STATUSES = frozenset({400, 409, 413, 415, 422})
 
 
 @dataclass
@@ -207,9 +205,8 @@ class Shipper:
             self._stop.wait(self.flush_delay)
 
     def backoff(self) -> float:
-        """Seconds to wait before the next try: doubling, capped, half of it random."""
-        step = min(self.retry_max, self.retry_initial * 2.0 ** min(self._failures - 1, 30))
-        return step / 2 + random.uniform(0, step / 2)  # noqa: S311 (jitter, not secrecy)
+        """Seconds to wait before the next try (see ``nbguard.delivery``)."""
+        return backoff_seconds(self._failures, initial=self.retry_initial, maximum=self.retry_max)
 
     # -- shipping ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ recorded twice.
 
 A failure (guard down, 5xx, timeout, token not accepted yet) is retried after
 ``retry_min`` seconds, doubling up to ``retry_max``, with jitter. A batch the
-guard refuses as malformed (400, 413, 415, 422) is set aside in the spool's
+guard refuses as malformed (``nbguard.delivery.REFUSED_STATUSES``) is set aside in the spool's
 ``rejected`` table and logged as an error, so it cannot block what follows.
 """
 
@@ -21,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from nbguard.delivery import REFUSED_STATUSES, backoff_seconds
 from nbguard.server_extension.guard_client import GuardAnswerError, GuardClient
 from nbguard.server_extension.spool import WitnessSpool
 
-#: Answers that mean the batch itself is wrong: resending it cannot help.
-MALFORMED = frozenset({400, 413, 415, 422})
 #: Seconds the last attempt at shutdown may take.
 STOP_TIMEOUT = 2.0
 
@@ -120,7 +118,7 @@ class WitnessShipper:
         self.spool.close()
 
     async def _run(self) -> None:
-        delay = self.retry_min
+        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -129,20 +127,23 @@ class WitnessShipper:
                     shipped = await self.ship_once()
                 except GuardAnswerError as error:
                     self._report_failure(error)
-                    await self._sleep(delay * random.uniform(1.0, 1.25))  # noqa: S311 (jitter)
-                    delay = min(delay * 2, self.retry_max)
+                    failures += 1
+                    await self._sleep(self._backoff(failures))
                     continue
                 except Exception:  # a bug must not end witnessing: log, wait, go on
                     self.log.exception("nbguard | witness shipper failed; retrying")
-                    await self._sleep(delay)
-                    delay = min(delay * 2, self.retry_max)
+                    failures += 1
+                    await self._sleep(self._backoff(failures))
                     continue
-                delay = self.retry_min
+                failures = 0
                 if self._failing:
                     self.log.info("nbguard | witness records reach the guard again")
                     self._failing = False
                 if shipped == 0:
                     break
+
+    def _backoff(self, failures: int) -> float:
+        return backoff_seconds(failures, initial=self.retry_min, maximum=self.retry_max)
 
     async def _sleep(self, seconds: float) -> None:
         """Wait ``seconds`` (new records do not cut a back-off short)."""
@@ -174,7 +175,7 @@ class WitnessShipper:
         try:
             await self.guard.call("POST", "api/v1/executions", body=body)
         except GuardAnswerError as error:
-            if error.status_code not in MALFORMED:
+            if error.status_code not in REFUSED_STATUSES:
                 raise
             if len(batch) > 1:
                 return await self.ship_once(len(batch) // 2)

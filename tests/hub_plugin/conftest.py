@@ -219,13 +219,24 @@ def new_user(app: Any, *roles: str) -> str:
     return name
 
 
-def records(app: Any, kind: str, actor: str) -> list[dict[str, Any]]:
-    """The ledger bodies of ``kind`` whose actor is ``actor``, oldest first."""
+def export_lines(ledger: Any) -> list[dict[str, Any]]:
+    """Every line of a JSON Lines export of ``ledger`` (records and checkpoints), in order."""
     import io
     import json
 
     out = io.StringIO()
-    app.authenticator.nbguard.ledger.export(out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-    found = [line["record"] for line in lines if line.get("type") == "record"]
-    return [r["body"] for r in found if r["kind"] == kind and r.get("actor") == actor]
+    ledger.export(out)
+    return [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+
+
+def ledger_bodies(ledger: Any, kind: str, actor: str | None = None) -> list[dict[str, Any]]:
+    """The bodies of ``ledger``'s records of ``kind`` (of ``actor``, if given), oldest first."""
+    found = [line["record"] for line in export_lines(ledger) if line.get("type") == "record"]
+    return [
+        r["body"] for r in found if r["kind"] == kind and (actor is None or r.get("actor") == actor)
+    ]
+
+
+def records(app: Any, kind: str, actor: str) -> list[dict[str, Any]]:
+    """The hub's ledger bodies of ``kind`` whose actor is ``actor``, oldest first."""
+    return ledger_bodies(app.authenticator.nbguard.ledger, kind, actor)

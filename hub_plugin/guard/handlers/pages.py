@@ -19,6 +19,7 @@ API would not let the same person do, and every rule and record is the API's.
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -33,6 +34,7 @@ from nbguard.hub_plugin.guard.handlers.elevation import (
     GrantReviewHandler,
     GrantRevokeHandler,
     RequestDecisionHandler,
+    same_person,
 )
 from nbguard.hub_plugin.guard.handlers.executions import in_execution_store
 from nbguard.hub_plugin.guard.handlers.locks import LockHandler, LocksHandler
@@ -68,8 +70,6 @@ class _User:
     """The signed-in user as JupyterHub's ``page.html`` expects it."""
 
     def __init__(self, name: str) -> None:
-        import json
-
         self.name = name
         self.json_escaped_name = json.dumps(name)[1:-1]
 
@@ -235,10 +235,12 @@ class GrantsPage(PageView):
         admin = self.is_admin(who)
         store = self.guard.elevations
         grants = await in_store(store.list_grants, user=None if admin else who.name)
-        everyone = await in_store(store.list_grants, active_only=False)
+        waiting = await in_store(
+            store.list_grants, active_only=False, review_status=REVIEW_REQUIRED
+        )
         reviews = []
-        for grant in everyone:
-            if grant.review_status == REVIEW_REQUIRED and grant.user != who.name:
+        for grant in waiting:
+            if not same_person(grant.user, who.name):
                 request = await in_store(store.get_request, grant.request_id)
                 if self.may_approve(who, request):
                     reviews.append(grant)

@@ -176,3 +176,14 @@ def test_grant_to_dict(store: ElevationStore) -> None:
         None,
         "not_required",
     )
+
+
+def test_list_grants_by_review_status(store: ElevationStore) -> None:
+    """Grants waiting for review are listed apart, and leave the list once reviewed."""
+    approved = approved_grant(store)
+    glass = store.break_glass(**break_glass_values()).id
+    waiting = store.list_grants(active_only=False, review_status="required")
+    assert [g.id for g in waiting] == [glass]
+    assert approved not in [g.id for g in waiting]
+    store.review(glass, reviewer="carol", comment="justified")
+    assert store.list_grants(active_only=False, review_status="required") == []

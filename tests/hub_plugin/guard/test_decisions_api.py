@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 
+from ..conftest import ledger_bodies
 from .conftest import Client, Guard, age_mfa, server_client, signed_in, user_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -25,13 +26,7 @@ def error_of(response: requests.Response) -> dict[str, Any]:
 
 def ledger_access(guard: Guard, actor: str) -> list[dict[str, Any]]:
     """The access records of ``actor`` in the shared ledger."""
-    import io
-
-    out = io.StringIO()
-    guard.service.ledger.export(out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-    found = [line["record"] for line in lines if line.get("type") == "record"]
-    return [r["body"] for r in found if r["kind"] == "access" and r.get("actor") == actor]
+    return ledger_bodies(guard.service.ledger, "access", actor)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +15,7 @@ import requests
 
 from nbguard.elevation.rules import ApprovalRules
 
+from ..conftest import ledger_bodies
 from .conftest import Client, Guard, server_client, user_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -94,14 +94,10 @@ def error_of(response: requests.Response) -> dict[str, Any]:
 
 def elevation_records(guard: Guard, request_id: str) -> list[dict[str, Any]]:
     """The elevation ledger records about one request, in order."""
-    out = io.StringIO()
-    guard.service.ledger.export(out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-    found = [line["record"] for line in lines if line.get("type") == "record"]
     return [
-        r["body"]
-        for r in found
-        if r["kind"] == "elevation" and r["body"]["request_id"] == request_id
+        body
+        for body in ledger_bodies(guard.service.ledger, "elevation")
+        if body["request_id"] == request_id
     ]
 
 

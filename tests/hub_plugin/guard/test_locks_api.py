@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 
 import pytest
 import requests
 
+from ..conftest import ledger_bodies
 from .conftest import Client, Guard, server_client, user_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -24,11 +23,7 @@ def error_of(response: requests.Response) -> dict[str, Any]:
 
 def lock_records(guard: Guard, lock_id: str) -> list[dict[str, Any]]:
     """The lock ledger records of one lock, in order."""
-    out = io.StringIO()
-    guard.service.ledger.export(out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-    found = [line["record"] for line in lines if line.get("type") == "record"]
-    return [r["body"] for r in found if r["kind"] == "lock" and r["body"]["lock_id"] == lock_id]
+    return [b for b in ledger_bodies(guard.service.ledger, "lock") if b["lock_id"] == lock_id]
 
 
 async def read_sales(client: Client) -> requests.Response:

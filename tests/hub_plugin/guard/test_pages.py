@@ -8,15 +8,13 @@ service, and posts the pages' forms with their XSRF tokens.
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import re
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
-from ..conftest import Browser, Page
+from ..conftest import Browser, Page, ledger_bodies
 from .conftest import Client, Guard, server_client, signed_in, user_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -49,15 +47,6 @@ async def ask(client: Client, reason: str = "quarterly model refresh") -> dict[s
     response = await client.call("POST", "api/v1/requests", json={**FEATURES, "reason": reason})
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-def ledger_bodies(guard: Guard, kind: str) -> list[dict[str, Any]]:
-    """The bodies of every ledger record of ``kind``, in order."""
-    out = io.StringIO()
-    guard.service.ledger.export(out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-    records = [line["record"] for line in lines if line.get("type") == "record"]
-    return [r["body"] for r in records if r["kind"] == kind]
 
 
 async def test_a_browser_without_a_session_is_sent_to_the_hub_to_sign_in(guard: Guard) -> None:
@@ -108,7 +97,11 @@ async def test_an_approver_approves_from_the_page_and_it_is_recorded(guard: Guar
     stored = (await alice.call("GET", f"api/v1/requests/{request['id']}")).json()
     assert stored["status"] == "approved"
     assert stored["approvals"][0]["comment"] == "ok for one hour"
-    events = [b for b in ledger_bodies(guard, "elevation") if b.get("request_id") == request["id"]]
+    events = [
+        b
+        for b in ledger_bodies(guard.service.ledger, "elevation")
+        if b.get("request_id") == request["id"]
+    ]
     assert [e["event"] for e in events] == ["request", "approve"]
 
     again = await submit(
@@ -280,7 +273,9 @@ async def test_an_admin_terminates_a_privileged_session(guard: Guard) -> None:
     assert grant_id not in [g["id"] for g in grants]
     user = guard.hub.users[holder.name]
     assert not user.spawner.active
-    alerts = [b for b in ledger_bodies(guard, "alert") if b.get("subject") == holder.name]
+    alerts = [
+        b for b in ledger_bodies(guard.service.ledger, "alert") if b.get("subject") == holder.name
+    ]
     assert alerts[-1]["alert"] == "session-terminated"
     assert alerts[-1]["details"]["by"] == dave.name  # type: ignore[attr-defined]
     assert alerts[-1]["details"]["revoked_grants"] == 1

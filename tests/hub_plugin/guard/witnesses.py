@@ -7,8 +7,6 @@ one stream gets fresh random ids, so tests on one shared service never meet.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ import requests
 
 from nbguard.elevation.models import rfc3339
 
+from ..conftest import ledger_bodies as shared_ledger_bodies
 from .conftest import Client, Guard
 
 
@@ -91,14 +90,8 @@ async def send(client: Client, witness: str, *records: dict[str, Any]) -> reques
 
 
 def ledger_bodies(guard: Guard, kind: str, actor: str | None = None) -> list[dict[str, Any]]:
-    """The ledger bodies of ``kind`` (of ``actor``, if given), oldest first."""
-    out = io.StringIO()
-    guard.service.ledger.export(out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-    found = [line["record"] for line in lines if line.get("type") == "record"]
-    return [
-        r["body"] for r in found if r["kind"] == kind and (actor is None or r.get("actor") == actor)
-    ]
+    """The guard's ledger bodies of ``kind`` (of ``actor``, if given), oldest first."""
+    return shared_ledger_bodies(guard.service.ledger, kind, actor)
 
 
 def executions_of(guard: Guard, kernel: Kernel) -> list[dict[str, Any]]:
