@@ -5,7 +5,9 @@ included); the service keeps the OAuth token in its own cookie and checks the
 hub's XSRF token on every form. Pages show:
 
 - ``requests``: requests waiting for the caller's approval, with approve and
-  deny forms (a comment each), and the caller's own requests;
+  deny forms (a comment each), the caller's own requests, and a form to ask
+  for a role or a grant (denials in notebooks link here; ``?action=``,
+  ``resource=`` and ``role=`` fill it in);
 - ``grants``: active grants (everyone's for admins) with revoke forms, and
   break-glass grants waiting for review;
 - ``locks`` (admins): locks in force, a form to lock a user or device, lift;
@@ -34,6 +36,7 @@ from nbguard.hub_plugin.guard.handlers.elevation import (
     GrantReviewHandler,
     GrantRevokeHandler,
     RequestDecisionHandler,
+    RequestsHandler,
     same_person,
 )
 from nbguard.hub_plugin.guard.handlers.executions import in_execution_store
@@ -50,6 +53,7 @@ CHECKBOXES = frozenset({"stop_servers", "revoke_grants"})
 OMIT_IF_EMPTY = frozenset({"until"})
 #: What the page says after an action went through, by the action's ``done`` key.
 DONE = {
+    "ask": "Your request is waiting for approval.",
     "decision": "Your decision is recorded.",
     "revoke": "The grant is revoked.",
     "review": "Your review is recorded.",
@@ -204,8 +208,22 @@ class RootPage(PageAuth):
         self.redirect(self.page_url("requests"))
 
 
+#: What the ask form offers: grantable actions, and durations in minutes.
+ASK_ACTIONS = (
+    "dataset.read",
+    "dataset.write",
+    "dataset.export",
+    "model.read",
+    "model.register",
+    "model.export",
+    "model.promote",
+    "model.delete",
+)
+ASK_MINUTES = (30, 60, 120, 240, 480)
+
+
 class RequestsPage(PageView):
-    """Requests waiting for the caller's approval, and the caller's own."""
+    """Requests waiting for the caller's approval, the caller's own, and the ask form."""
 
     async def get(self) -> None:
         """Render the requests page."""
@@ -223,6 +241,12 @@ class RequestsPage(PageView):
             when=rfc3339,
             is_admin=self.is_admin(who),
             notice=self.notice(),
+            ask_actions=ASK_ACTIONS,
+            ask_minutes=ASK_MINUTES,
+            prefill={
+                name: self.get_query_argument(name, "")[:256]
+                for name in ("action", "resource", "role")
+            },
         )
 
 
@@ -295,6 +319,26 @@ class SessionsPage(PageAuth, SessionsAPIHandler):
         )
 
 
+class AskAction(PageAction, RequestsHandler):
+    """The ask form: a role or a grant, for some minutes, with a reason."""
+
+    done = "ask"
+
+    def json_body(self) -> dict[str, Any]:
+        """The form as an ask: minutes as ``duration_seconds``; either a role or a grant."""
+        form = super().json_body()
+        minutes = form.pop("duration_minutes", "")
+        if not minutes.isdigit():
+            raise GuardError(400, "bad_request", "Choose how long you need it, in minutes.")
+        body: dict[str, Any] = {"duration_seconds": int(minutes) * 60}
+        if form.get("role"):
+            body["role"] = form["role"]
+        else:
+            body.update(action=form.get("action", ""), resource=form.get("resource", ""))
+        body["reason"] = form.get("reason", "")
+        return body
+
+
 class DecisionAction(PageAction, RequestDecisionHandler):
     """Approve or deny from the requests page."""
 
@@ -360,6 +404,7 @@ PAGE_ROUTES: list[tuple[str, Any]] = [
     ("grants", GrantsPage),
     ("locks", LocksPage),
     ("sessions", SessionsPage),
+    ("actions/requests", AskAction),
     ("actions/requests/{id}/decision", DecisionAction),
     ("actions/grants/{id}/revoke", RevokeAction),
     ("actions/grants/{id}/review", ReviewAction),

@@ -35,10 +35,10 @@ async def open_page(guard: Guard, browser: Browser, path: str) -> Page:
     return await browser.get(guard.url(path))
 
 
-async def submit(guard: Guard, browser: Browser, page: Page, action: str, **form: str) -> Page:
-    """Post a form of ``page`` to ``action`` (a path under the service), as a browser would."""
+async def submit(guard: Guard, browser: Browser, page: Page, target: str, **form: str) -> Page:
+    """Post a form of ``page`` to ``target`` (a path under the service), as a browser would."""
     return await browser.post(
-        guard.url(action), {"next": urlparse(page.url).path, **form}, xsrf=page.xsrf
+        guard.url(target), {"next": urlparse(page.url).path, **form}, xsrf=page.xsrf
     )
 
 
@@ -319,3 +319,59 @@ async def test_a_holder_sees_and_revokes_their_grant_on_the_grants_page(guard: G
     assert f'data-grant="{grant_id}"' not in done.text
     grants = (await holder.call("GET", "api/v1/grants?active=0")).json()["grants"]
     assert [g["revoke_reason"] for g in grants if g["id"] == grant_id] == ["finished early"]
+
+
+async def test_a_user_asks_for_a_grant_on_the_page_and_an_approver_sees_it(guard: Guard) -> None:
+    """The ask form (filled from the query a denial links with) creates a pending request."""
+    alice, client = await page_for(guard)
+    page = await open_page(guard, alice, "requests?action=dataset.read&resource=dataset:features")
+    assert page.status == 200, page.text
+    assert 'value="dataset:features"' in page.text
+    done = await submit(
+        guard, alice, page, "actions/requests",
+        action="dataset.read", resource="dataset:features", role="",
+        duration_minutes="60", reason="churn features <script>x</script>",
+    )  # fmt: skip
+    assert done.status == 200, done.text
+    assert "Your request is waiting for approval." in done.text
+    assert "churn features &lt;script&gt;" not in done.text  # the reason is not echoed here
+    mine = (await client.call("GET", "api/v1/requests")).json()["requests"]
+    assert [(r["action"], r["target"], r["duration_seconds"], r["status"]) for r in mine] == [
+        ("dataset.read", "dataset:features", 3600, "pending")
+    ]
+    carol, _ = await page_for(guard, "reviewer")
+    waiting = await open_page(guard, carol, "requests")
+    assert f'data-request="{mine[0]["id"]}"' in waiting.text
+    assert "churn features &lt;script&gt;x&lt;/script&gt;" in waiting.text
+
+
+@pytest.mark.parametrize(
+    ("form", "status", "words"),
+    [
+        pytest.param({"duration_minutes": "soon"}, 400, "in minutes", id="minutes-not-a-number"),
+        pytest.param({"duration_minutes": "-5"}, 400, "in minutes", id="negative-minutes"),
+        pytest.param({"resource": "dataset:../etc"}, 400, "", id="bad-resource"),
+        pytest.param({"reason": ""}, 400, "reason", id="no-reason"),
+        pytest.param({"duration_minutes": "100000"}, 400, "", id="longer-than-the-rule"),
+        pytest.param({"role": "admin"}, 403, "", id="admin-role-is-never-asked"),
+    ],
+)
+async def test_a_bad_ask_form_gets_an_error_page_and_nothing_is_stored(
+    guard: Guard, form: dict[str, str], status: int, words: str
+) -> None:
+    """Each bad ask is refused with a page saying why; no request is created."""
+    alice, client = await page_for(guard)
+    page = await open_page(guard, alice, "requests")
+    fields = {
+        "action": "dataset.read",
+        "resource": "dataset:features",
+        "role": "",
+        "duration_minutes": "60",
+        "reason": "work",
+        **form,
+    }
+    refused = await submit(guard, alice, page, "actions/requests", **fields)
+    assert refused.status == status, refused.text
+    assert refused.headers["Content-Type"].startswith("text/html")
+    assert words in refused.text
+    assert (await client.call("GET", "api/v1/requests")).json()["requests"] == []
