@@ -66,6 +66,7 @@ DEMO_DATA = {
     "weather/2025.csv": "day,city,max_c\n2025-01-01,Basel,4\n2025-01-02,Basel,6",
     "sales/2025.csv": "region,quarter,revenue\nnorth,Q1,120000\nsouth,Q1,98000",
     "features/train.csv": "customer,tenure_months,churned\nc1,14,0\nc2,3,1",
+    "claims/2025.csv": "claim,region,payout\nk1,north,1200.50\nk2,south,310.00",
     "customers/customers.csv": "customer,name,iban\nc1,Ada Example,CH00 0000 0000 0000 0001",
     "ledger-prod/entries.csv": "entry,account,amount\ne1,4000,-250.00",
 }
