@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from nbguard import NBGuardError, __version__
 
 #: Command modules under ``nbguard.cli``, imported when the parser is built.
-COMMAND_MODULES = ("policy", "ledger", "demo", "catalog")
+COMMAND_MODULES = ("policy", "ledger", "replay", "demo", "catalog")
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -58,14 +58,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     verify.add_argument(
         "source", metavar="SOURCE", help="database URL, SQLite file, or JSONL export"
     )
-    verify.add_argument(
-        "-k",
-        "--key",
-        action="append",
-        default=[],
-        metavar="PUBLIC_KEY",
-        help="public key (PEM) that may have signed checkpoints; repeat for rotated keys",
-    )
+    key_option(verify)
     verify.add_argument(
         "-w",
         "--witness",
@@ -89,6 +82,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     _progress_option(verify)
     verify.set_defaults(handler=_verify)
+
+
+def key_option(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """Add ``-k/--key PUBLIC_KEY`` (repeatable) to a command that verifies checkpoints."""
+    parser.add_argument(
+        "-k",
+        "--key",
+        action="append",
+        default=[],
+        metavar="PUBLIC_KEY",
+        help="public key (PEM) that may have signed checkpoints; repeat for rotated keys" + note,
+    )
 
 
 def _progress_option(parser: argparse.ArgumentParser) -> None:

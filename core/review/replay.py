@@ -111,9 +111,9 @@ def review_from_store(
     return assemble(session, summary, entries, store.ledger_id, status, index.resources(session))
 
 
-def refresh_index(store: LedgerStore, index: SessionIndex) -> int:
+def refresh_index(store: LedgerStore, index: SessionIndex, progress: Progress | None = None) -> int:
     """Index the records appended since the last call; return how many."""
-    return index.ingest(store_entries(store, after=index.indexed_seq()))
+    return index.ingest(_counted(store_entries(store, after=index.indexed_seq()), progress))
 
 
 def ledger_status(store: LedgerStore, keys: Mapping[str, Ed25519PublicKey]) -> LedgerStatus:
@@ -156,15 +156,18 @@ def _counted(entries: Any, progress: Progress | None) -> Any:
 
 
 def open_store_review(
-    url: str, session: str, keys: Mapping[str, Ed25519PublicKey], *, index_url: str | None = None
+    url: str,
+    session: str,
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    progress: Progress | None = None,
 ) -> SessionReview:
-    """One session from a ledger database URL, indexing into ``index_url`` (default: the
-    ledger's own database)."""
+    """One session from a ledger database URL, bringing the index in the ledger's own
+    database up to date first (``progress(n)`` now and then while indexing)."""
     store = LedgerStore(url, create=False)
     try:
-        engine = store.engine if index_url is None else open_engine(index_url)
-        index = SessionIndex(engine)
-        refresh_index(store, index)
+        index = SessionIndex(store.engine)
+        refresh_index(store, index, progress)
         return review_from_store(store, index, session, ledger_status(store, keys))
     finally:
         store.close()
