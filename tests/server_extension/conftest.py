@@ -14,98 +14,23 @@ the guard treats it exactly as that user's server.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 # pytest-jupyter's fixtures and its hooks that run async tests on its loop,
 # for this folder only (pytest allows `pytest_plugins` in the root conftest only).
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
-HERE = Path(__file__).resolve().parent
-
-
-@dataclass(frozen=True)
-class SpawnedServer:
-    """A server the hub spawned: its user, its own token, and the guard's URL for it."""
-
-    name: str
-    token: str
-    guard_url: str
-
-    def guard_call(self, method: str, path: str, **kw: Any) -> requests.Response:
-        """Call the guard directly with this server's token (what the extension forwards to)."""
-        headers = {"Authorization": f"token {self.token}", **kw.pop("headers", {})}
-        return requests.request(method, self.guard_url + path, headers=headers, timeout=30, **kw)
-
-
-class GuardProcess:
-    """The hub and guard service process, driven through its control API."""
-
-    def __init__(self, process: subprocess.Popen[str], control: str) -> None:
-        self.process = process
-        self.control = control
-
-    def call(self, method: str, path: str, **kw: Any) -> Any:
-        """A control call; its JSON answer."""
-        response = requests.request(method, self.control + path, timeout=120, **kw)
-        response.raise_for_status()
-        return response.json()
-
-    def new_server(self, *roles: str) -> SpawnedServer:
-        """A new signed-in user with ``roles`` and a running server."""
-        answer = self.call("POST", "/servers", json={"roles": list(roles)})
-        return SpawnedServer(answer["name"], answer["token"], answer["guard_url"])
-
-    def records(self, kind: str, actor: str) -> list[dict[str, Any]]:
-        """The ledger's record bodies of ``kind`` by ``actor``, oldest first."""
-        return list(self.call("GET", "/records", params={"kind": kind, "actor": actor})["records"])
-
-    def down(self) -> None:
-        """Stop the guard service's listener (connections are refused)."""
-        self.call("POST", "/guard/down")
-
-    def up(self) -> None:
-        """Listen again."""
-        self.call("POST", "/guard/up")
+from .guard_process import GuardProcess, SpawnedServer, running_guard
 
 
 @pytest.fixture(scope="session")
 def guard_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardProcess]:
     """The hub and guard service in their own process, for the whole session."""
-    tmp = tmp_path_factory.mktemp("guard")
-    log = (tmp / "guard.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, str(HERE / "guard_process.py"), str(tmp)],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.wait(30)
-        raise RuntimeError(f"the guard process did not start; see {tmp / 'guard.log'}")
-    guard = GuardProcess(process, json.loads(line)["control"])
-    try:
+    with running_guard(tmp_path_factory.mktemp("guard")) as guard:
         yield guard
-    finally:
-        try:
-            guard.call("POST", "/stop")
-            process.wait(60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
-            process.stdout.close()
-            log.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,10 @@ serves a small control API on loopback for the test process:
 It is a separate process because the hub's fixtures run on pytest-asyncio's
 loop and pytest-jupyter's server on its own: in one process one of them would
 be stopped whenever the other runs.
+
+The test side is here too (:class:`GuardProcess`, :func:`running_guard`), for
+every test folder that needs a real guard beside a Jupyter server
+(tests/server_extension, tests/labextension).
 """
 
 from __future__ import annotations
@@ -26,13 +30,94 @@ import importlib
 import io
 import json
 import secrets
+import subprocess
 import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import requests
+
 TESTS = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class SpawnedServer:
+    """A server the hub spawned: its user, its own token, and the guard's URL for it."""
+
+    name: str
+    token: str
+    guard_url: str
+
+    def guard_call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        """Call the guard directly with this server's token (what the extension forwards to)."""
+        headers = {"Authorization": f"token {self.token}", **kw.pop("headers", {})}
+        return requests.request(method, self.guard_url + path, headers=headers, timeout=30, **kw)
+
+
+class GuardProcess:
+    """The hub and guard service process, driven through its control API."""
+
+    def __init__(self, process: subprocess.Popen[str], control: str) -> None:
+        self.process = process
+        self.control = control
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        """A control call; its JSON answer."""
+        response = requests.request(method, self.control + path, timeout=120, **kw)
+        response.raise_for_status()
+        return response.json()
+
+    def new_server(self, *roles: str) -> SpawnedServer:
+        """A new signed-in user with ``roles`` and a running server."""
+        answer = self.call("POST", "/servers", json={"roles": list(roles)})
+        return SpawnedServer(answer["name"], answer["token"], answer["guard_url"])
+
+    def records(self, kind: str, actor: str) -> list[dict[str, Any]]:
+        """The ledger's record bodies of ``kind`` by ``actor``, oldest first."""
+        return list(self.call("GET", "/records", params={"kind": kind, "actor": actor})["records"])
+
+    def down(self) -> None:
+        """Stop the guard service's listener (connections are refused)."""
+        self.call("POST", "/guard/down")
+
+    def up(self) -> None:
+        """Listen again."""
+        self.call("POST", "/guard/up")
+
+
+@contextmanager
+def running_guard(tmp: Path) -> Iterator[GuardProcess]:
+    """Start this module as a process (hub and guard in ``tmp``); stop it on exit."""
+    log = (tmp / "guard.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, __file__, str(tmp)],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.wait(30)
+        raise RuntimeError(f"the guard process did not start; see {tmp / 'guard.log'}")
+    guard = GuardProcess(process, json.loads(line)["control"])
+    try:
+        yield guard
+    finally:
+        try:
+            guard.call("POST", "/stop")
+            process.wait(60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+            process.stdout.close()
+            log.close()
 
 
 def guard_fixtures() -> Any:
