@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from nbguard.kernel_hooks import current
+from nbguard.kernel_hooks import current, denials
 from nbguard.kernel_hooks.identity import ServerEnvironment, process_stream
 from nbguard.kernel_hooks.input_guard import InputGuard
 from nbguard.kernel_hooks.recorder import Recorder
@@ -123,6 +123,7 @@ def load_ipython_extension(shell: Any) -> None:
     )
     input_guard = InputGuard(settings.rejected_names) if settings.rejected_names else None
     recorder.install()
+    denials.install(shell)
     if input_guard is not None:
         shell.ast_transformers.append(input_guard)
     current.attach(recorder)
@@ -146,6 +147,7 @@ def unload_ipython_extension(shell: Any) -> None:
     if hooks is None:
         return
     current.attach(None)
+    denials.uninstall(shell)
     if hooks.input_guard is not None and hooks.input_guard in shell.ast_transformers:
         shell.ast_transformers.remove(hooks.input_guard)
     hooks.recorder.uninstall()

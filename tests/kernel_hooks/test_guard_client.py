@@ -116,6 +116,33 @@ async def test_a_denial_says_what_would_allow_it_and_where(
     assert "Traceback" not in text
 
 
+async def test_an_uncaught_denial_shows_its_message_not_library_frames(
+    guard: Any, server: Any, start_kernel: StartKernel
+) -> None:
+    """A denial the cell does not catch reaches the frontend as a GuardPermissionError
+    error whose traceback is the message alone, and the cell is recorded as failed."""
+    plant(guard, "customers", "brief.csv", CSV.encode())
+    kernel = await start_kernel(guard_url=guard_url(guard), token=server.token, user=server.name)
+    done = await kernel.run("import pandas as pd\npd.read_csv('nbguard://customers/brief.csv')")
+    assert done.reply["status"] == "error"
+    assert done.reply["ename"] == "GuardPermissionError"
+    (error,) = [o["content"] for o in done.outputs if o["msg_type"] == "error"]
+    assert error["ename"] == "GuardPermissionError"
+    shown = "\n".join(error["traceback"])
+    assert "nbguard denied reading nbguard://customers/brief.csv" in shown
+    assert "/hub-base/services/nbguard-guard/requests" in shown
+    assert "pandas" not in shown  # no library frames
+    assert "Traceback" not in shown
+    await until(lambda: any(r["msg_id"] == done.msg_id for r in executions(guard, kernel)))
+    (record,) = [r for r in executions(guard, kernel) if r["msg_id"] == done.msg_id]
+    assert (record["status"], record["error_name"]) == ("error", "GuardPermissionError")
+
+    # Other errors keep IPython's full traceback.
+    other = await kernel.run("def f():\n    raise KeyError('x')\nf()")
+    (error,) = [o["content"] for o in other.outputs if o["msg_type"] == "error"]
+    assert "f()" in "\n".join(error["traceback"])
+
+
 async def test_listing_info_ranges_writes_and_deletes(guard: Any, server: Any) -> None:
     """ls, info, ranged cat, streamed reads, put, write and rm work through the broker."""
     fs = filesystem(guard, server)
