@@ -92,8 +92,15 @@ class MFAAuthenticatorMixin:
         username = model["name"]
         login = self.nbguard_login
         observation, risk = login.observe(handler, username)
+        # The login session starts here, so that its login record is part of it.
+        session_id = secrets.token_hex(16)
         await login.record_primary(
-            handler, username, self.nbguard_method, outcome="success", observation=observation
+            handler,
+            username,
+            self.nbguard_method,
+            outcome="success",
+            observation=observation,
+            session=session_id,
         )
         if self.nbguard.trust_idp_mfa and idp_did_mfa(
             model.get("auth_state"),
@@ -104,7 +111,6 @@ class MFAAuthenticatorMixin:
             decision = login.decide(username, observation, risk, mfa_method="idp")
             if not decision.allowed:
                 await login.refuse(handler, username, decision, observation)
-            session_id = secrets.token_hex(16)
             await login.record_idp_mfa(username, session_id, observation.client_ip)
             login.remember(username, observation)
             return login.logged_in_model(model, observation, risk, "idp", session_id)
@@ -112,7 +118,7 @@ class MFAAuthenticatorMixin:
         decision = login.decide(username, observation, risk, mfa_method="totp")
         if not decision.allowed:
             await login.refuse(handler, username, decision, observation)
-        await login.hold(handler, model, observation, risk)
+        await login.hold(handler, model, observation, risk, session_id)
         return None  # not reached: hold() ends the request
 
     @fail_closed

@@ -102,7 +102,12 @@ class LoginPolicy:
         )
 
     async def hold(
-        self, handler: Any, model: dict[str, Any], observation: Observation, risk: str
+        self,
+        handler: Any,
+        model: dict[str, Any],
+        observation: Observation,
+        risk: str,
+        session_id: str = "",
     ) -> NoReturn:
         """Keep the primary login pending and send the browser to the second factor."""
         try:
@@ -115,6 +120,7 @@ class LoginPolicy:
             observation=observation,
             risk=risk,
             next_url=next_url,
+            session_id=session_id,
         )
         handler._set_cookie(
             PENDING_COOKIE,
@@ -213,11 +219,13 @@ class LoginPolicy:
         outcome: str,
         reason: str | None = None,
         observation: Observation | None = None,
+        session: str | None = None,
     ) -> None:
         """Append a ``login`` record for a primary login attempt.
 
         Pass the request's ``observation`` when it was already made, so that the
-        device assertion is not verified twice in one request.
+        device assertion is not verified twice in one request; a successful one
+        names the login ``session`` it starts (reviewers find it there).
         """
         if observation is None:
             observation = self.guard.context.observe(handler.request, username or "unknown")
@@ -230,7 +238,9 @@ class LoginPolicy:
         }
         if reason:
             body["reason"] = reason[:512]
-        await append_record(self.guard, "login", body, actor=username[:256] or "unknown")
+        await append_record(
+            self.guard, "login", body, actor=username[:256] or "unknown", session=session
+        )
 
     async def record_idp_mfa(self, username: str, session_id: str, client_ip: str) -> None:
         """Append the ``mfa`` record of a second factor satisfied by the IdP."""

@@ -62,8 +62,13 @@ class PendingLogins:
         observation: Observation,
         risk: str,
         next_url: str,
+        session_id: str = "",
     ) -> PendingLogin:
-        """Hold a new pending login and return it (its ``token`` goes in the cookie)."""
+        """Hold a new pending login and return it (its ``token`` goes in the cookie).
+
+        ``session_id`` is the login session the primary login was recorded in (a
+        new one is drawn when empty).
+        """
         now = self._clock()
         pending = PendingLogin(
             token=secrets.token_urlsafe(32),
@@ -73,6 +78,7 @@ class PendingLogins:
             risk=risk,
             next_url=next_url,
             created=now,
+            **({"session_id": session_id} if session_id else {}),
         )
         with self._lock:
             self._expire(now)

@@ -31,6 +31,7 @@ from nbguard.hub_plugin.guard.handlers.executions import ExecutionsHandler
 from nbguard.hub_plugin.guard.handlers.locks import LockHandler, LocksHandler
 from nbguard.hub_plugin.guard.handlers.objects import ObjectHandler, ObjectListHandler
 from nbguard.hub_plugin.guard.handlers.pages import PAGE_ROUTES
+from nbguard.hub_plugin.guard.handlers.review import REVIEW_API_ROUTES, REVIEW_PAGE_ROUTES
 from nbguard.hub_plugin.guard.handlers.sessions import SessionsHandler, SessionTerminateHandler
 
 #: ``(path under the prefix, handler)``; paths use OpenAPI-style ``{name}`` placeholders
@@ -58,6 +59,8 @@ API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/alerts", AlertsHandler),
     ("api/v1/entitlements", EntitlementsHandler),
     ("api/v1/entitlements/key", EntitlementKeyHandler),
+    # Review of recorded sessions (handlers/review.py).
+    *REVIEW_API_ROUTES,
 ]
 
 #: Placeholder patterns: a path segment, or the rest of the path.
@@ -81,5 +84,5 @@ def routes(prefix: str) -> list[tuple[str, Any]]:
     token-only API, and the OAuth-signed-in pages with their forms."""
     return [
         (prefix + tornado_pattern(path) + "$", handler)
-        for path, handler in (*API_ROUTES, *PAGE_ROUTES)
+        for path, handler in (*API_ROUTES, *PAGE_ROUTES, *REVIEW_PAGE_ROUTES)
     ]
