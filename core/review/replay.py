@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +112,32 @@ def review_from_store(
     return assemble(session, summary, entries, store.ledger_id, status, index.resources(session))
 
 
-def refresh_index(store: LedgerStore, index: SessionIndex, progress: Progress | None = None) -> int:
-    """Index the records appended since the last call; return how many."""
-    return index.ingest(_counted(store_entries(store, after=index.indexed_seq()), progress))
+#: Records indexed per transaction when catching up with the ledger.
+REFRESH_BATCH = 5_000
+
+
+def refresh_index(
+    store: LedgerStore,
+    index: SessionIndex,
+    progress: Progress | None = None,
+    *,
+    batch: int = REFRESH_BATCH,
+) -> int:
+    """Index the records appended since the last call; return how many.
+
+    One short transaction per ``batch`` records: the index may live in the
+    ledger's own database, where a transaction holding the write lock for a whole
+    first pass (a million records: half a minute) would stall every append.
+    Nothing new: no write transaction at all.
+    """
+    done = 0
+    while True:
+        chunk = list(islice(store_entries(store, after=index.indexed_seq(), batch=batch), batch))
+        if not chunk:
+            return done
+        done += index.ingest(chunk)
+        if progress is not None:
+            progress(int(chunk[-1]["seq"]))
 
 
 def ledger_status(store: LedgerStore, keys: Mapping[str, Ed25519PublicKey]) -> LedgerStatus:

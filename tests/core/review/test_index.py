@@ -12,6 +12,7 @@ from sqlalchemy import create_engine
 from nbguard.errors import RequestError
 from nbguard.ledger import Ledger
 from nbguard.ledger.store import LedgerStore
+from nbguard.review.entries import store_entries
 from nbguard.review.index import SessionFilter, SessionIndex
 from nbguard.review.replay import refresh_index
 
@@ -123,7 +124,6 @@ def test_incremental(story: Ledger, ledger_url: str, make_ledger: Callable[..., 
 def test_rebuilt_index_agrees(story: Ledger, ledger_url: str) -> None:
     """An index built in one pass equals one built a record at a time."""
     store = LedgerStore(ledger_url, create=False)
-    from nbguard.review.entries import store_entries
 
     whole = SessionIndex(create_engine("sqlite://"))
     whole.ingest(store_entries(store))
@@ -133,6 +133,22 @@ def test_rebuilt_index_agrees(story: Ledger, ledger_url: str) -> None:
     for session in (ALICE, BOB, OTHER):
         assert whole.session(session) == stepwise.session(session)
         assert whole.members(session) == stepwise.members(session)
+    store.close()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 5_000], ids=["one", "three", "default"])
+def test_refresh_in_batches(story: Ledger, ledger_url: str, batch: int) -> None:
+    """Catching up in short transactions of any size gives the same index, and a
+    refresh with nothing new writes nothing."""
+    store = LedgerStore(ledger_url, create=False)
+    reference = SessionIndex(create_engine("sqlite://"))
+    reference.ingest(store_entries(store))
+    index = SessionIndex(create_engine("sqlite://"))
+    assert refresh_index(store, index, batch=batch) == 16
+    for session in (ALICE, BOB, OTHER):
+        assert index.session(session) == reference.session(session)
+        assert index.members(session) == reference.members(session)
+    assert refresh_index(store, index, batch=batch) == 0
     store.close()
 
 
