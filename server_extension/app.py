@@ -119,6 +119,18 @@ class NBGuardExtension(ExtensionApp):
         """,
     ).tag(config=True)
 
+    entitlement_check_interval = Float(
+        15.0,
+        help="""Seconds between background checks of the entitlement while the server runs.
+
+        Open kernel websockets stop forwarding execution requests (and close) as
+        soon as the cached entitlement no longer allows execution, without waiting
+        on the network; these checks keep that cache current, so that a lock or a
+        lost permission reaches open notebooks within this interval (after the
+        guard's answer changes). Default 15 seconds.
+        """,
+    ).tag(config=True)
+
     #: Random per server process: the server witness's stream ``instance``.
     instance = Unicode()
 
@@ -226,6 +238,7 @@ class NBGuardExtension(ExtensionApp):
                 os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
             ),
             refresh_margin=self.entitlement_refresh_margin,
+            check_interval=self.entitlement_check_interval,
             log=self.server_log,
         )
         self.shipper = WitnessShipper(
@@ -259,5 +272,7 @@ class NBGuardExtension(ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Try once more to ship what is spooled, then close the spool."""
+        if self.entitlements is not None:
+            self.entitlements.close()
         if self.shipper is not None:
             await self.shipper.stop()

@@ -10,7 +10,14 @@ token, verifies the token with the core's
 audience, expiry, and that it names *this* server), keeps it until
 ``refresh_margin`` seconds before it expires, and then fetches a new one. It
 answers ``None`` when it has no valid entitlement, and the authorizer then
-fails closed.
+fails closed. When the guard refuses (401/403: a lock, a revoked token), the
+cached entitlement is dropped at once; when the guard cannot be reached, the
+cached one serves until it expires.
+
+From its first use on, the cache also refreshes itself in the background every
+``check_interval`` seconds, so that open kernel websockets, which check it
+without waiting on the network (:meth:`allows_now`), see a lock or a lost
+permission within one interval.
 
 The token is verified here because the answer crosses the network; the guard
 stays the one that decides.
@@ -30,6 +37,8 @@ if TYPE_CHECKING:
 
 #: Seconds to wait after a failed fetch before asking the guard again.
 RETRY_AFTER_FAILURE = 5.0
+#: Guard answers that withdraw the entitlement (as opposed to an outage).
+REFUSALS = frozenset({401, 403})
 
 
 def server_name(user: str, server: str) -> str:
@@ -46,11 +55,14 @@ class EntitlementCache:
         *,
         server: str,
         refresh_margin: float = 30.0,
+        check_interval: float | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         self.guard = guard
         self.server = server
         self.refresh_margin = refresh_margin
+        self.check_interval = check_interval
+        self._keeper: asyncio.Task[None] | None = None
         self.log = log or logging.getLogger(__name__)
         self._entitlement: Entitlement | None = None
         self._key: Any = None
@@ -71,6 +83,8 @@ class EntitlementCache:
 
     async def current(self) -> Entitlement | None:
         """The entitlement to authorize with now, or None (fail closed)."""
+        if self._keeper is None and self.check_interval:
+            self._keeper = asyncio.ensure_future(self._keep_fresh(self.check_interval))
         now = time.time()
         held = self.fresh(now)
         if held is not None:
@@ -88,6 +102,8 @@ class EntitlementCache:
                 self._entitlement = await self.fetch()
             except (GuardAnswerError, NBGuardError) as error:
                 self._failed_at = now
+                if isinstance(error, GuardAnswerError) and error.status_code in REFUSALS:
+                    self._entitlement = None  # the guard said no: nothing to fall back on
                 self.log.warning(
                     "nbguard | no entitlement from the guard (%s); terminals, writes and "
                     "execution are refused until there is one",
@@ -96,6 +112,24 @@ class EntitlementCache:
                 return self.valid(time.time())
             self._failed_at = None
             return self._entitlement
+
+    def allows_now(self, permission: str) -> bool:
+        """Whether the cached entitlement, unexpired, allows ``permission`` (no network)."""
+        held = self.valid(time.time())
+        return held is not None and held.allows(permission)
+
+    def close(self) -> None:
+        """Stop the background refresh."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+
+    async def _keep_fresh(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.current()
+            except Exception:  # the loop must outlive any one failure
+                self.log.exception("nbguard | entitlement refresh failed")
 
     async def fetch(self) -> Entitlement:
         """Fetch and verify a new token (and the key, when unknown or rotated).

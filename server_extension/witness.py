@@ -15,6 +15,13 @@ browser chooses them) are replaced by ``h:`` and a digest of what was sent, so
 an odd id cannot hold back the records around it; the kernel witness will then
 disagree, and the guard's cross-check raises the alert.
 
+It is also where an open websocket learns that execution stopped being allowed:
+the Authorizer checks ``jupyter.kernel_execute`` when the websocket opens, and
+an ``execute_request`` arriving later is forwarded only while the server's
+cached entitlement (kept current in the background) still allows execution.
+Otherwise it is dropped, unrun, and the websocket is closed with 1008 (policy
+violation); reconnecting meets the Authorizer again.
+
 It cannot see code that reaches the kernel by any other way: a user's own
 process talking to the kernel's ZMQ ports, comm messages that run code in a
 widget, or the debugger's ``evaluate`` (see docs/server-extension.md).
@@ -32,6 +39,8 @@ from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+
+from nbguard.server_extension.authorizer import KERNEL_EXECUTE
 
 if TYPE_CHECKING:
     from nbguard.server_extension.shipper import WitnessShipper
@@ -72,19 +81,45 @@ class WitnessConnection(ZMQChannelsWebsocketConnection):
         return getattr(extension, "shipper", None)
 
     def handle_incoming_message(self, incoming_msg: str) -> None:
-        """Forward the message to the kernel, then witness it if it asked to execute."""
+        """Forward the message to the kernel, then witness it if it asked to execute.
+
+        An execution request the entitlement no longer allows is not forwarded.
+        """
         open_channels = tuple(self.channels)
-        super().handle_incoming_message(incoming_msg)
         try:
-            self.witness(incoming_msg, open_channels)
+            parts = self.execute_parts(incoming_msg)
+        except Exception:  # not ours to judge: jupyter-server refuses what it cannot read
+            parts = None
+        if parts is not None and parts[0] in EXECUTING_CHANNELS and not self.may_execute():
+            self.refuse_execution()
+            return
+        super().handle_incoming_message(incoming_msg)
+        if parts is None:
+            return
+        try:
+            self.witness(parts, open_channels)
         except Exception:  # a witness failure must never break the user's websocket
             self.log.exception("nbguard | could not witness a kernel message")
 
-    def witness(self, incoming_msg: str | bytes, open_channels: tuple[str, ...]) -> None:
-        """Record ``incoming_msg`` if it is an ``execute_request`` that was forwarded."""
-        parts = self.execute_parts(incoming_msg)
-        if parts is None:
-            return
+    def may_execute(self) -> bool:
+        """Whether this server's cached entitlement allows execution now (fails closed)."""
+        extension = self.websocket_handler.settings.get("nbguard")
+        cache = getattr(extension, "entitlements", None)
+        return cache is not None and bool(cache.allows_now(KERNEL_EXECUTE))
+
+    def refuse_execution(self) -> None:
+        """Drop the request unrun and close the websocket: execution is no longer allowed."""
+        self.log.warning(
+            "nbguard | kernel %s: an execution request was refused (the entitlement no "
+            "longer allows execution); closing its websocket",
+            self.kernel_id,
+        )
+        self.websocket_handler.close(1008, "nbguard: execution is no longer allowed here")
+
+    def witness(
+        self, parts: tuple[str, dict[str, Any], Any, Any], open_channels: tuple[str, ...]
+    ) -> None:
+        """Record an ``execute_request`` (its parsed ``parts``) if it was forwarded."""
         channel, header, metadata, content = parts
         if channel not in open_channels or channel not in EXECUTING_CHANNELS:
             return

@@ -75,9 +75,10 @@ def test_wheel_has_only_the_nbguard_package(wheel: zipfile.ZipFile) -> None:
 
 
 def test_data_files_install_under_the_prefix(wheel: zipfile.ZipFile) -> None:
-    """Data files (the IPython kernel config that loads the hooks) go to sys.prefix only."""
+    """Data files (Jupyter and IPython config, the prebuilt lab extension) go to sys.prefix only."""
     data = {n.split("/", 2)[2] for n in wheel.namelist() if n.split("/")[0].endswith(".data")}
-    assert {n.split("/")[0] for n in data} <= {"etc"}
+    assert {n.split("/")[0] for n in data} <= {"etc", "share"}
+    assert {n.split("/", 3)[2] for n in data if n.startswith("share/")} == {"labextensions"}
     assert "etc/ipython/ipython_kernel_config.json" in data
 
 

@@ -81,6 +81,14 @@ class GuardProcess:
         """The ledger's record bodies of ``kind`` by ``actor``, oldest first."""
         return list(self.call("GET", "/records", params={"kind": kind, "actor": actor})["records"])
 
+    def lock(self, user: str) -> str:
+        """Lock ``user`` (as an admin would); the lock's id."""
+        return str(self.call("POST", "/locks", json={"user": user})["id"])
+
+    def unlock(self, lock_id: str) -> None:
+        """Lift a lock made by :meth:`lock`."""
+        self.call("DELETE", f"/locks/{lock_id}")
+
     def down(self) -> None:
         """Stop the guard service's listener (connections are refused)."""
         self.call("POST", "/guard/down")
@@ -177,6 +185,18 @@ async def main(tmp: Path) -> None:
                     service.http_server = service.web_app.listen(where.port, where.hostname)
                 self.write({"state": state})
 
+        class Locks(web.RequestHandler):
+            # The lock API and its checks are tested in tests/hub_plugin/guard; this
+            # only puts a lock in the store, as the admin's form would.
+            def post(self) -> None:
+                user = json.loads(self.request.body)["user"]
+                made = service.elevations.lock(kind="user", value=user, reason="test", by="admin")
+                self.write({"id": made.id})
+
+            def delete(self, lock_id: str) -> None:
+                service.elevations.unlock(lock_id, by="admin")
+                self.write({})
+
         class Stop(web.RequestHandler):
             def post(self) -> None:
                 self.write({})
@@ -187,6 +207,8 @@ async def main(tmp: Path) -> None:
                 (r"/servers", Servers),
                 (r"/records", Records),
                 (r"/guard/(down|up)", Listener),
+                (r"/locks", Locks),
+                (r"/locks/([^/]+)", Locks),
                 (r"/stop", Stop),
             ]
         )

@@ -14,6 +14,7 @@ from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
     serialize_msg_to_ws_v1,
 )
+from tornado.httpclient import HTTPClientError
 
 from nbguard.server_extension.witness import V1_PROTOCOL
 
@@ -255,3 +256,55 @@ async def test_odd_ids_are_digested_not_refused(
     assert odd["header"]["msg_id"] not in {r["msg_id"] for r in records}
     assert records[1]["msg_id"] == plain["header"]["msg_id"]
     assert records[1]["cell_id"] == "cell-after"
+
+
+class TestLockedWhileConnected:
+    """A lock reaches websockets that were opened while execution was allowed."""
+
+    @pytest.fixture
+    def nbguard_config(self, nbguard_config: dict[str, Any]) -> dict[str, Any]:
+        """Background checks every half second, each asking the guard anew."""
+        return {
+            **nbguard_config,
+            "entitlement_check_interval": 0.5,
+            "entitlement_refresh_margin": 100_000.0,
+        }
+
+    @pytest.mark.parametrize("guard_server", ["admin"], indirect=True)
+    async def test_an_open_websocket_stops_executing_once_the_user_is_locked(
+        self,
+        jp_fetch: Fetch,
+        jp_ws_fetch: Fetch,
+        jp_serverapp: Any,
+        guard_process: GuardProcess,
+        guard_server: SpawnedServer,
+    ) -> None:
+        """After a lock, the next execute_request is dropped unrun and the websocket closes
+        with 1008; reconnecting is refused by the Authorizer."""
+        kernel = await open_kernel(jp_fetch, jp_ws_fetch, binary=False)
+        before = await kernel.run("x = 1")
+        cache = jp_serverapp.web_app.settings["nbguard"].entitlements
+        lock_id = guard_process.lock(guard_server.name)
+        try:
+            await eventually(lambda: not cache.allows_now("jupyter.kernel_execute"))
+            refused = kernel.message("open('/tmp/after-lock', 'w')")
+            await kernel.send(refused)
+            replies = []
+            while (raw := await kernel.socket.read_message()) is not None:
+                replies.append(json.loads(raw)["parent_header"].get("msg_id"))
+            assert kernel.socket.close_code == 1008
+            assert refused["header"]["msg_id"] not in replies
+            records = await all_witnessed(guard_process, guard_server.name, kernel.kernel_id, 1)
+            assert [r["msg_id"] for r in records] == [before["header"]["msg_id"]]
+            with pytest.raises(HTTPClientError) as error:
+                await jp_ws_fetch(
+                    "api", "kernels", kernel.kernel_id, "channels", params={"session_id": "s2"}
+                )
+            assert error.value.code == 403
+        finally:
+            kernel.socket.close()
+            guard_process.unlock(lock_id)
+        await eventually(lambda: cache.allows_now("jupyter.kernel_execute"))
+        again = await open_kernel(jp_fetch, jp_ws_fetch, binary=True)
+        await again.run("y = 2")
+        again.socket.close()
