@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from nbguard.kernel_hooks import current
 from nbguard.kernel_hooks.errors import (
@@ -185,9 +185,14 @@ class GuardClient:
         if decision.get("locked"):
             lines.append("Your hub administrator can lift the lock.")
         if kinds & {"role", "grant"}:
+            page = self.elevation_page()
+            action, resource = decision.get("action"), decision.get("resource")
+            if "grant" in kinds and isinstance(action, str) and isinstance(resource, str):
+                # The ask form opens filled in with what was refused.
+                page += "?" + urlencode({"action": action, "resource": resource})
             lines.append(
                 f"Ask for an elevation (a role or a grant, for a time, with a reason) at "
-                f"{self.elevation_page()}; an approver must agree before it counts."
+                f"{page}; an approver must agree before it counts."
             )
         if step_up is not None:
             lines.append(

@@ -111,7 +111,10 @@ async def test_a_denial_says_what_would_allow_it_and_where(
         "GuardPermissionError\nnbguard denied reading nbguard://customers/all.csv"
     )
     assert "It would be allowed with" in text
-    assert "/hub-base/services/nbguard-guard/requests" in text
+    assert (
+        "/hub-base/services/nbguard-guard/requests?action=dataset.read&resource=dataset%3Acustomers"
+        in text
+    )
     assert "(Decision " in text
     assert "Traceback" not in text
 
