@@ -201,6 +201,56 @@ def test_approval_shows_an_active_grant_counting_down(
     expect(item).to_contain_text(f"1 of 1 approval ({reviewer.name})")
 
 
+def approved_grant(lab: LabServer, labs: Any, seconds: int, reason: str) -> str:
+    """A grant of ``seconds`` for the lab's user, approved by a reviewer; its id."""
+    request = ask(
+        lab,
+        action="dataset.write",
+        resource="dataset:weather",
+        duration_seconds=seconds,
+        reason=reason,
+    )
+    return str(decide(labs("reviewer").user, request["id"], "approve", "ok")["grant_id"])
+
+
+def toast(page: Page, words: str | re.Pattern[str]) -> Locator:
+    """The lab notification (toast) holding ``words``."""
+    return page.locator(".Toastify__toast").filter(has_text=words)
+
+
+def test_revoked_grant_is_notified_and_leaves_the_list(
+    page: Page, lab: LabServer, labs: Any
+) -> None:
+    """An admin's revocation shows as an error notification naming them and their reason."""
+    panel = open_panel(page)
+    grant_id = approved_grant(lab, labs, 3600, "weather fixes for the revocation test")
+    refresh(panel)
+    expect(panel.locator(f'[data-grant="{grant_id}"]')).to_be_visible()
+    admin = labs("admin").user
+    revoked = admin.guard_call(
+        "POST", f"api/v1/grants/{grant_id}/revoke", json={"reason": "incident 42"}
+    )
+    assert revoked.status_code == 200, revoked.text
+    refresh(panel)
+    expect(toast(page, f"was revoked by {admin.name}: incident 42")).to_be_visible()
+    expect(panel.locator(f'[data-grant="{grant_id}"]')).to_have_count(0)
+
+
+def test_short_grant_warns_then_expires(page: Page, lab: LabServer, labs: Any) -> None:
+    """A grant about to end warns, then says it expired, and leaves the list by itself."""
+    panel = open_panel(page)
+    grant_id = approved_grant(lab, labs, 20, "a short grant for the expiry test")
+    refresh(panel)
+    expect(panel.locator(f'[data-grant="{grant_id}"]')).to_be_visible()
+    expect(toast(page, re.compile(r"dataset:weather expires in \d+ s"))).to_be_visible(
+        timeout=30_000
+    )
+    expect(toast(page, "dataset.write on dataset:weather has expired")).to_be_visible(
+        timeout=30_000
+    )
+    expect(panel.locator(f'[data-grant="{grant_id}"]')).to_have_count(0)
+
+
 def test_denied_request_shows_the_reviewers_reason(page: Page, lab: LabServer, labs: Any) -> None:
     """A request a reviewer denies shows as denied, with who denied it and their comment."""
     reviewer = labs("reviewer").user
