@@ -203,6 +203,88 @@ class GuardService(Application):  # type: ignore[misc]
         counting in its Jupyter permissions within this time at the latest.""",
     ).tag(config=True)
 
+    mlflow_tracking_uri = Unicode(
+        "",
+        help="""The MLflow tracking server the model-registry gateway fronts, e.g.
+        ``http://mlflow.internal:5000`` (started with ``--serve-artifacts``).
+
+        Empty (the default): no gateway; ``<prefix>mlflow/...`` answers 404. When set,
+        notebooks reach the registry only through the guard service
+        (``MLFLOW_TRACKING_URI`` is set by the spawner), every call is decided and
+        recorded, and the service calls this server with its own credentials
+        (``mlflow_token_file`` or ``mlflow_basic_auth_file``). Users must not be able
+        to reach this server directly (keep it on the hub's network). See
+        docs/model-registry.md.""",
+    ).tag(config=True)
+
+    mlflow_token_file = Unicode(
+        "",
+        help="""File holding the bearer token the gateway sends to the tracking server
+        (``Authorization: Bearer ...``). Empty: none. Readable by the service's OS
+        user only; never sent to the user zone. Exclusive with
+        ``mlflow_basic_auth_file``.""",
+    ).tag(config=True)
+
+    mlflow_basic_auth_file = Unicode(
+        "",
+        help="""File holding ``user:password`` for the tracking server's basic auth
+        (MLflow's ``basic-auth`` app). Empty: none. Exclusive with
+        ``mlflow_token_file``.""",
+    ).tag(config=True)
+
+    mlflow_timeout = Float(
+        30.0,
+        help="""Seconds the gateway waits for the tracking server to connect and answer a
+        metadata call (artifact transfers may take longer). A server that does not
+        answer in time is reported to the client as 503 ``TEMPORARILY_UNAVAILABLE``.""",
+    ).tag(config=True)
+
+    mlflow_cache_seconds = Float(
+        5.0,
+        help="""Seconds a registered model's policy attributes (its ``nbguard.*`` tags) are
+        cached by each replica (default 5). The gateway forgets a model at once when it
+        changes the model's tags itself; a change made by another replica or directly
+        in MLflow counts after at most this long. 0: read them on every call.""",
+    ).tag(config=True)
+
+    mlflow_default_sensitivity = Unicode(
+        "confidential",
+        help="""Sensitivity of a model created through the gateway (its
+        ``nbguard.sensitivity`` tag), and of one without the tag. An admin changes a
+        model's sensitivity by setting the tag (only ``guard.admin`` may) or in
+        ``mlflow_models``.""",
+    ).tag(config=True)
+
+    mlflow_default_environment = Unicode(
+        "train",
+        help="""Environment of a model created through the gateway (``nbguard.environment``)
+        and of one without the tag. A version's environment follows its stage and
+        aliases: ``Production`` or an alias in ``mlflow_prod_aliases`` is ``prod``,
+        ``Staging`` is ``test``.""",
+    ).tag(config=True)
+
+    mlflow_default_team = Unicode(
+        "unassigned",
+        help="""Team of a model without an ``nbguard.team`` tag (one created outside the
+        gateway). A model created through the gateway belongs to its creator's first
+        team (sorted by name).""",
+    ).tag(config=True)
+
+    mlflow_prod_aliases = List(
+        Unicode(),
+        default_value=["champion", "production", "prod"],
+        help="""Aliases that put a version in ``prod``: setting one is a promotion to prod
+        (fresh MFA, a grant, never by the version's registrant, in the default
+        policies).""",
+    ).tag(config=True)
+
+    mlflow_models = Dict(
+        help="""Policy attributes per registered model, over its tags:
+        ``{"fraud": {"team": "risk", "sensitivity": "restricted", "environment": "prod",
+        "owner": "bob"}}`` (each key optional). For models whose attributes an admin
+        keeps in configuration rather than in the registry.""",
+    ).tag(config=True)
+
     @default("entitlement_key_file")
     def _default_entitlement_key_file(self) -> str:
         from sqlalchemy.engine import make_url
@@ -233,6 +315,19 @@ class GuardService(Application):  # type: ignore[misc]
         low = 0.0 if name == "witness_grace_seconds" else 0.1
         if not value >= low:
             raise ConfigError(f"GuardService.{name} must be at least {low:g}, not {value}")
+        return value
+
+    @validate("mlflow_default_sensitivity", "mlflow_default_environment")
+    def _mlflow_vocabulary(self, proposal: Any) -> str:
+        from nbguard.policy.vocabulary import ENVIRONMENTS, SENSITIVITIES
+
+        name = proposal["trait"].name
+        choices = SENSITIVITIES if name.endswith("sensitivity") else ENVIRONMENTS
+        value = str(proposal["value"])
+        if value not in choices:
+            raise ConfigError(
+                f"GuardService.{name} must be one of {', '.join(choices)}, not {value!r}"
+            )
         return value
 
     @validate("max_upload_bytes", "stream_chunk_bytes")
@@ -345,6 +440,7 @@ class GuardService(Application):  # type: ignore[misc]
 
         self.notifier = Notifier(self.webhook_url, log=self.log)
         self.witness_checker = WitnessChecker(self)
+        self.mlflow = self._model_gateway()
         from nbguard.entitlements import EntitlementSigner, load_or_create_key
 
         self.entitlements = EntitlementSigner(
@@ -358,6 +454,28 @@ class GuardService(Application):  # type: ignore[misc]
             self.entitlements.key_id,
             self.entitlement_key_file,
         )
+
+    def _model_gateway(self) -> Any:
+        """The MLflow gateway's state, or None when no tracking server is configured."""
+        if not self.mlflow_tracking_uri:
+            return None
+        from nbguard.hub_plugin.guard.mlflow.attributes import ModelSettings
+        from nbguard.hub_plugin.guard.mlflow.gateway import ModelGateway
+        from nbguard.hub_plugin.guard.mlflow.upstream import MLflowUpstream, read_credentials
+
+        authorization = read_credentials(self.mlflow_token_file, self.mlflow_basic_auth_file)
+        upstream = MLflowUpstream(
+            self.mlflow_tracking_uri, authorization=authorization, timeout=self.mlflow_timeout
+        )
+        settings = ModelSettings(
+            default_sensitivity=self.mlflow_default_sensitivity,
+            default_environment=self.mlflow_default_environment,
+            default_team=self.mlflow_default_team,
+            prod_aliases=frozenset(self.mlflow_prod_aliases),
+            models=dict(self.mlflow_models),
+        )
+        self.log.info("nbguard guard: model registry gateway to %s", self.mlflow_tracking_uri)
+        return ModelGateway(upstream, settings, cache_seconds=self.mlflow_cache_seconds)
 
     def _check_ledger_apart(self) -> None:
         """ConfigError if the ledger is the service's own SQLite file.
@@ -502,6 +620,9 @@ class GuardService(Application):  # type: ignore[misc]
         checker = getattr(self, "witness_checker", None)
         if checker is not None:
             checker.stop()
+        gateway = getattr(self, "mlflow", None)
+        if gateway is not None:
+            gateway.upstream.close()
         for part in ("ledger", "elevations", "catalog", "executions"):
             component = getattr(self, part, None)
             if component is not None:

@@ -33,6 +33,7 @@ from nbguard.hub_plugin.guard.handlers.objects import ObjectHandler, ObjectListH
 from nbguard.hub_plugin.guard.handlers.pages import PAGE_ROUTES
 from nbguard.hub_plugin.guard.handlers.review import REVIEW_API_ROUTES, REVIEW_PAGE_ROUTES
 from nbguard.hub_plugin.guard.handlers.sessions import SessionsHandler, SessionTerminateHandler
+from nbguard.hub_plugin.guard.mlflow.handler import MLflowGatewayHandler
 
 #: ``(path under the prefix, handler)``; paths use OpenAPI-style ``{name}`` placeholders
 #: mapped to tornado groups in :func:`routes`.
@@ -61,6 +62,8 @@ API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/entitlements/key", EntitlementKeyHandler),
     # Review of recorded sessions (handlers/review.py).
     *REVIEW_API_ROUTES,
+    # The MLflow REST API (the model-registry gateway; see mlflow/endpoints.py).
+    ("mlflow/{path}", MLflowGatewayHandler),
 ]
 
 #: Placeholder patterns: a path segment, or the rest of the path.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,13 +136,21 @@ def new_service(config: Config, app: Any, tmp: Path, *, url: str, token: str) ->
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def guard(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Guard]:
     """A MockHub with nbguard and the guard service, shared by one test module."""
+    async with running_guard(tmp_path_factory.mktemp("guard")) as env:
+        yield env
+
+
+@asynccontextmanager
+async def running_guard(tmp: Path, **settings: Any) -> AsyncIterator[Guard]:
+    """A MockHub with nbguard and the guard service (``settings``: more GuardService traits)."""
     from jupyterhub.tests.utils import public_url
     from jupyterhub.utils import random_port
 
-    tmp = tmp_path_factory.mktemp("guard")
     url = f"http://127.0.0.1:{random_port()}"
     token = secrets.token_hex(32)
     config = guard_hub_config(tmp, url=url, token=token, db_url=f"sqlite:///{tmp / 'guard.sqlite'}")
+    for name, value in settings.items():
+        setattr(config.GuardService, name, value)
     async with running_hub(config) as app:
         service = new_service(config, app, tmp, url=url, token=token)
         service.init_components()
