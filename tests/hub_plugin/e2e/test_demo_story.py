@@ -163,9 +163,12 @@ def test_the_demo_story(browser: Browser, story_hub: RunningHub) -> None:
     assert "k1" not in output.inner_text()
     alice.keep_screenshot("1-denied")
 
-    # She asks on the guard's requests page, where the denial sent her.
+    # She follows the denial's link to the guard's ask form, filled in with what was refused.
+    link = re.search(rf"{GUARD}requests\?\S+(?=;)", output.inner_text())
+    assert link is not None, output.inner_text()
     asking = alice.context.new_page()
-    asking.goto(f"{GUARD}requests?action=dataset.read&resource=dataset:claims")
+    asking.goto(link.group(0))
+    expect(asking.locator("#ask-action")).to_have_value("dataset.read")
     expect(asking.locator("#ask-resource")).to_have_value("dataset:claims")
     asking.fill("#ask-reason", "claims audit for the churn model")
     asking.select_option("#ask-minutes", "60")
