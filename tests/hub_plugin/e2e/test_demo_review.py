@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +20,23 @@ import nbformat
 import pytest
 from playwright.sync_api import Browser, expect
 
-from .conftest import RunningHub, start_hub
+from .conftest import RunningHub
 from .test_demo_story import (
     ALLOWED,
     CELL_TIMEOUT,
     GOVERNED,
     GUARD,
-    USER_ZONE_CONFIG,
     Person,
     ledger_records,
     new_notebook,
     run_cell,
     start_server,
+    story_hub,
     wait_for,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def review_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
-    """The demo hub with the user zone on (a hub of this module's own)."""
-    hub = start_hub(tmp_path_factory.mktemp("review"), USER_ZONE_CONFIG)
-    try:
-        yield hub
-    finally:
-        hub.stop()
-        hub.kill_leftovers()
+__all__ = ["story_hub"]  # the demo hub with the user zone on, one for this module
 
 
 def replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -59,11 +48,11 @@ def replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_carol_replays_and_exports_alices_session(
-    browser: Browser, review_hub: RunningHub, tmp_path: Path
+    browser: Browser, story_hub: RunningHub, tmp_path: Path
 ) -> None:
     """Carol finds alice's session, steps through it, sees the denial and that the ledger
     verifies, and exports it; alice is refused; ``nbguard replay`` agrees offline."""
-    alice = Person(browser, review_hub, "alice")
+    alice = Person(browser, story_hub, "alice")
     alice.sign_in()
     start_server(alice)
     new_notebook(alice.page)
@@ -74,14 +63,14 @@ def test_carol_replays_and_exports_alices_session(
 
     def cells_recorded() -> Any:
         return [
-            r for r in ledger_records(review_hub)
+            r for r in ledger_records(story_hub)
             if r["record"]["kind"] == "cell_execution" and r["record"]["actor"] == "alice"
             and r["record"]["body"].get("witness") == "kernel"
         ]  # fmt: skip
 
     wait_for(lambda: len(cells_recorded()) >= 2, "the kernel's records of alice's cells")
 
-    carol = Person(browser, review_hub, "carol")
+    carol = Person(browser, story_hub, "carol")
     carol.sign_in()
     page = carol.page
     page.goto(f"{GUARD}review?user=alice")
@@ -117,15 +106,15 @@ def test_carol_replays_and_exports_alices_session(
     expect(refused.locator("#nbguard-error")).to_be_visible()
     expect(refused.locator("#nbguard-review-sessions")).to_have_count(0)
 
-    records = ledger_records(review_hub)
+    records = ledger_records(story_hub)
     reviews = [
         r["record"]["body"] for r in records
         if r["record"]["kind"] == "review" and r["record"]["actor"] == "carol"
     ]  # fmt: skip
     assert [(b["action"], b.get("format")) for b in reviews][-1] == ("export", "ipynb")
 
-    assert review_hub.stop() == 0
-    state = review_hub.state
+    assert story_hub.stop() == 0
+    state = story_hub.state
     out = tmp_path / "replayed.ipynb"
     done = replay(session, "--source", state.ledger_db, "-o", out,
                   "--key", state.ledger_public_key_file)  # fmt: skip

@@ -16,8 +16,9 @@ import pytest
 
 from nbguard.hub_plugin.auth_state import read_state
 
-from ..conftest import Browser, Page
-from .conftest import Client, Guard, age_mfa, server_client, signed_in
+from .conftest import Client, Guard, age_mfa, server_client
+from .test_pages import open_page as page
+from .test_pages import page_for
 from .witnesses import Kernel, ledger_bodies, send
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -55,24 +56,11 @@ async def recorded_session(guard: Guard) -> tuple[Client, str]:
     return alice, await session_of(guard, alice.name)
 
 
-async def reviewer(guard: Guard, *roles: str) -> tuple[Browser, Client]:
-    """A signed-in browser and an API token of a new user with ``roles``."""
-    browser = await signed_in(guard, *roles)
-    name = browser.name  # type: ignore[attr-defined]
-    token = guard.hub.users[name].new_api_token(note="review test")
-    return browser, Client(guard, token, name)
-
-
-async def page(guard: Guard, browser: Browser, path: str) -> Page:
-    """GET a service page, following the OAuth redirects."""
-    return await browser.get(guard.url(path))
-
-
 async def test_reviewer_lists_finds_and_views_a_session(guard: Guard) -> None:
     """carol (reviewer) finds alice's session by user, opens it, and sees logins,
     the spawn, cells, both decisions and the ledger's verdict; the view is recorded."""
     alice, session = await recorded_session(guard)
-    browser, carol = await reviewer(guard, "reviewer")
+    browser, carol = await page_for(guard, "reviewer")
     listed = await page(guard, browser, f"review?user={alice.name}")
     assert listed.status == 200, listed.text
     assert f'data-session="{session}"' in listed.text
@@ -99,7 +87,7 @@ async def test_recorded_output_is_escaped_under_a_strict_policy(guard: Guard) ->
     """A script payload printed by a cell is shown as text, and the page forbids inline
     script and foreign sources."""
     _alice, session = await recorded_session(guard)
-    browser, _carol = await reviewer(guard, "reviewer")
+    browser, _carol = await page_for(guard, "reviewer")
     shown = await page(guard, browser, f"review/sessions/{session}")
     assert XSS not in shown.text
     assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in shown.text
@@ -114,7 +102,7 @@ async def test_recorded_output_is_escaped_under_a_strict_policy(guard: Guard) ->
 async def test_player_steps_through_cells(guard: Guard) -> None:
     """The player starts at the first cell and its links step to the next cell and back."""
     _alice, session = await recorded_session(guard)
-    browser, _carol = await reviewer(guard, "reviewer")
+    browser, _carol = await page_for(guard, "reviewer")
     first = await page(guard, browser, f"review/sessions/{session}")
     assert 'id="nbguard-player-current"' in first.text
     assert '<span id="nbguard-player-previous"' in first.text  # nothing before the first cell
@@ -137,7 +125,7 @@ async def test_export_buttons_download_and_are_recorded(guard: Guard, fmt: str) 
     """The export form answers with the file (a valid notebook, or JSON Lines) and an
     ``export`` review record."""
     _alice, session = await recorded_session(guard)
-    browser, carol = await reviewer(guard, "reviewer")
+    browser, carol = await page_for(guard, "reviewer")
     shown = await page(guard, browser, f"review/sessions/{session}")
     answer = await browser.post(
         guard.url(f"review/sessions/{session}/export"), {"format": fmt}, xsrf=shown.xsrf
@@ -159,7 +147,7 @@ async def test_export_buttons_download_and_are_recorded(guard: Guard, fmt: str) 
 async def test_api_lists_with_filters_and_pages(guard: Guard) -> None:
     """The API filters by user and pages with next_before; a bad filter is a 400 body."""
     alice, session = await recorded_session(guard)
-    _browser, carol = await reviewer(guard, "reviewer")
+    _browser, carol = await page_for(guard, "reviewer")
     mine = await carol.call("GET", "api/v1/review/sessions", params={"user": alice.name})
     assert mine.status_code == 200, mine.text
     assert [s["session"] for s in mine.json()["sessions"]] == [session]
@@ -188,7 +176,7 @@ async def test_data_scientist_may_not_review(guard: Guard, method: str, path: st
     """alice may not list sessions, nor view or export another user's session: 403
     with the policy's reasons, and no review record."""
     _bob, session = await recorded_session(guard)
-    _browser, alice = await reviewer(guard, "data-scientist")
+    _browser, alice = await page_for(guard, "data-scientist")
     answer = await alice.call(method, path.format(session=session))
     assert answer.status_code == 403
     assert answer.json()["error"]["code"] == "access_denied"
@@ -197,7 +185,7 @@ async def test_data_scientist_may_not_review(guard: Guard, method: str, path: st
 
 async def test_data_scientist_page_is_refused(guard: Guard) -> None:
     """The list page refuses a data scientist with an error page, not the list."""
-    browser, _alice = await reviewer(guard, "data-scientist")
+    browser, _alice = await page_for(guard, "data-scientist")
     refused = await page(guard, browser, "review")
     assert refused.status == 403
     assert 'id="nbguard-error"' in refused.text
@@ -207,7 +195,7 @@ async def test_data_scientist_page_is_refused(guard: Guard) -> None:
 async def test_reviewer_needs_a_fresh_second_factor(guard: Guard) -> None:
     """With an old second factor the reviewer is refused until they step up."""
     _alice, session = await recorded_session(guard)
-    _browser, carol = await reviewer(guard, "reviewer")
+    _browser, carol = await page_for(guard, "reviewer")
     await age_mfa(guard, carol.name, 4 * 3600)
     answer = await carol.call("GET", f"api/v1/review/sessions/{session}")
     assert answer.status_code == 403
@@ -215,7 +203,7 @@ async def test_reviewer_needs_a_fresh_second_factor(guard: Guard) -> None:
 
 async def test_nobody_reviews_their_own_session(guard: Guard) -> None:
     """A reviewer's own session is refused to them (someone else reviews it)."""
-    browser, carol = await reviewer(guard, "reviewer")
+    browser, carol = await page_for(guard, "reviewer")
     own = await session_of(guard, carol.name)
     answer = await carol.call("GET", f"api/v1/review/sessions/{own}")
     assert answer.status_code == 403
@@ -230,7 +218,7 @@ async def test_nobody_reviews_their_own_session(guard: Guard) -> None:
 async def test_bad_session_is_a_404_page(guard: Guard, session: str) -> None:
     """An unknown or malformed session id is a 404 (never a 500) that does not echo the
     id as markup: the error page, or for an id with a slash, no route at all."""
-    browser, carol = await reviewer(guard, "reviewer")
+    browser, carol = await page_for(guard, "reviewer")
     shown = await page(guard, browser, f"review/sessions/{session}")
     assert shown.status == 404, shown.text
     assert "<img src=x" not in shown.text
