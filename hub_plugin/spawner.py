@@ -114,11 +114,16 @@ class PolicySpawnerMixin(LoggingConfigurable, LifetimeCap):
 
         Keys: ``guard_url`` (the guard service's URL, ``NBGuard.guard_service_url``),
         ``session_id`` (the login session, for the guard service's records),
-        ``profile`` (the profile the spawn was allowed for) and ``deadline`` (the
-        lifetime cap, RFC 3339 UTC). Defaults: ``NBGUARD_GUARD_URL``,
-        ``NBGUARD_SESSION_ID``, ``NBGUARD_PROFILE``, ``NBGUARD_SERVER_DEADLINE``;
+        ``profile`` (the profile the spawn was allowed for), ``deadline`` (the
+        lifetime cap, RFC 3339 UTC), ``mlflow_uri`` (the guard's MLflow gateway,
+        ``<guard_url>mlflow``) and ``mlflow_token`` (the server's own hub API
+        token, which the gateway accepts). Defaults: ``NBGUARD_GUARD_URL``,
+        ``NBGUARD_SESSION_ID``, ``NBGUARD_PROFILE``, ``NBGUARD_SERVER_DEADLINE``,
+        ``MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_TOKEN`` (the MLflow client's own
+        names, so notebooks need no configuration; both unset without a guard URL);
         keys left out keep their default, and an empty name leaves that variable
-        unset. No key, token or database URL of nbguard's is ever passed.
+        unset. No key, token or database URL of nbguard's is ever passed, nor the
+        MLflow server's own credentials.
         """,
     ).tag(config=True)
 
@@ -245,7 +250,7 @@ class PolicySpawnerMixin(LoggingConfigurable, LifetimeCap):
                 ", ".join(dropped),
                 self._log_name,
             )
-        env.update(lease.env(self.env_names, guard.guard_service_url))
+        env.update(lease.env(self.env_names, guard.guard_service_url, self.api_token or ""))
         return env
 
     def start_polling(self) -> None:

@@ -25,6 +25,10 @@ DEFAULT_ENV_NAMES = {
     "session_id": "NBGUARD_SESSION_ID",
     "profile": "NBGUARD_PROFILE",
     "deadline": "NBGUARD_SERVER_DEADLINE",
+    # The MLflow client's own variables: the guard's model-registry gateway, and the
+    # server's own hub API token, which the gateway takes as a bearer token.
+    "mlflow_uri": "MLFLOW_TRACKING_URI",
+    "mlflow_token": "MLFLOW_TRACKING_TOKEN",
 }
 
 #: Variables of the hub's own that must never reach a server, whatever the
@@ -89,13 +93,21 @@ class SpawnLease:
             return None
         return lease
 
-    def env(self, names: Mapping[str, str], guard_url: str) -> dict[str, str]:
-        """The variables the server gets, under the configured ``names`` (empty: not set)."""
+    def env(self, names: Mapping[str, str], guard_url: str, server_token: str) -> dict[str, str]:
+        """The variables the server gets, under the configured ``names`` (empty: not set).
+
+        The MLflow variables are set only with a guard URL: the gateway lives under it
+        (``<guard URL>mlflow``) and accepts ``server_token``, the server's own hub API
+        token (the same value as its ``JUPYTERHUB_API_TOKEN``), never MLflow's own
+        credentials.
+        """
         values = {
             "guard_url": guard_url,
             "session_id": self.session_id,
             "profile": self.profile,
             "deadline": self.deadline_text,
+            "mlflow_uri": f"{guard_url.rstrip('/')}/mlflow" if guard_url else "",
+            "mlflow_token": server_token if guard_url else "",
         }
         return {names[role]: value for role, value in values.items() if names.get(role) and value}
 

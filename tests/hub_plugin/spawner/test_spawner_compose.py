@@ -157,6 +157,8 @@ def test_env_names_merge_with_defaults() -> None:
         "session_id": "NBGUARD_SESSION_ID",
         "profile": "MY_PROFILE",
         "deadline": "",
+        "mlflow_uri": "MLFLOW_TRACKING_URI",
+        "mlflow_token": "MLFLOW_TRACKING_TOKEN",
     }
 
 
@@ -192,10 +194,8 @@ async def test_kubespawner_pod_carries_nbguard_env_and_no_secret(
         name,
         environment={"LEAK_KEY": secret_key, "LEAK_PATH": guard.ledger.signing_key_file},
     )
-    await spawner.run_pre_spawn_hook()
+    manifest = await allowed_pod(spawner)
     assert spawner.user_options["profile"] == "dev"  # KubeSpawner's default profile, pinned
-    await spawner.load_user_options()
-    manifest = await spawner.get_pod_manifest()
     env = container_env(manifest)
     lease = spawner._nbguard_lease
     assert env["NBGUARD_PROFILE"] == "dev"
@@ -266,3 +266,28 @@ async def test_running_server_environment_has_no_hub_secret(
         assert secret not in values
     tokens = {k for k, v in env.items() if v == env["JUPYTERHUB_API_TOKEN"]}
     assert tokens <= {"JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN"}
+
+
+@on_hub_loop
+async def test_servers_get_the_mlflow_gateway_and_their_own_token(
+    spawn_hub: Any, no_cluster: None
+) -> None:
+    """MLFLOW_TRACKING_URI is the guard's gateway and MLFLOW_TRACKING_TOKEN the server's token."""
+    name, _ = await logged_in(spawn_hub)
+    guard = spawn_hub.authenticator.nbguard
+    saved = guard.guard_service_url
+    guard.guard_service_url = "http://hub.internal:10101/services/nbguard-guard/"
+    try:
+        spawner = kube_spawner(spawn_hub, name)
+        env = container_env(await allowed_pod(spawner))
+    finally:
+        guard.guard_service_url = saved
+    assert env["MLFLOW_TRACKING_URI"] == "http://hub.internal:10101/services/nbguard-guard/mlflow"
+    assert env["MLFLOW_TRACKING_TOKEN"] == spawner.api_token == env["JUPYTERHUB_API_TOKEN"]
+
+
+async def allowed_pod(spawner: Any) -> Any:
+    """The pod manifest of a KubeSpawner once its spawn was decided (no cluster needed)."""
+    await spawner.run_pre_spawn_hook()
+    await spawner.load_user_options()
+    return await spawner.get_pod_manifest()
