@@ -16,7 +16,8 @@ import pytest
 
 from nbguard.hub_plugin.auth_state import read_state
 
-from .conftest import Client, Guard, age_mfa, server_client
+from .conftest import Client, Guard, age_mfa, server_client, user_client
+from .test_elevation_api import ask, decide, verdict
 from .test_pages import open_page as page
 from .test_pages import page_for
 from .witnesses import Kernel, ledger_bodies, send
@@ -228,3 +229,39 @@ async def test_bad_session_is_a_404_page(guard: Guard, session: str) -> None:
     assert api.status_code == 404
     if "%2F" not in session:
         assert api.json()["error"]["code"] == "not_found"
+
+
+async def test_grant_privileged_cell_and_witness_alert_in_one_timeline(guard: Guard) -> None:
+    """A grant approved by someone else and a witness alert (both written outside alice's
+    session) join her session: the privileged and alerts filters find it, and the
+    player jumps to the privileged cell and to the alert."""
+    alice = await server_client(guard, teams=("risk",))
+    session = await session_of(guard, alice.name)
+    assert (await decide(alice))["allowed"] is False
+    request = await ask(alice)
+    approver = await user_client(guard, "reviewer", teams=("risk",))
+    assert (await verdict(approver, request["id"]))["status"] == "approved"
+    kernel = Kernel()
+    answer = await send(alice, "kernel", kernel.kernel_record(0), kernel.kernel_record(1))
+    assert answer.status_code == 200, answer.text
+    await send(alice, "server", kernel.server_record(0))  # cell 1: the kernel's word only
+    alerts = await guard.service.witness_checker.check(grace_seconds=0)
+    assert any(a.user == alice.name and a.kernel_id == kernel.kernel_id for a in alerts)
+
+    browser, carol = await page_for(guard, "reviewer")
+    for flag in ("privileged", "alerts"):
+        found = await carol.call(
+            "GET", "api/v1/review/sessions", params={"user": alice.name, flag: "1"}
+        )
+        assert [s["session"] for s in found.json()["sessions"]] == [session], flag
+    shown = await page(guard, browser, f"review/sessions/{session}")
+    assert shown.status == 200, shown.text
+    assert "elevation approve: dataset.read on dataset:features" in shown.text
+    assert "grant expires: dataset.read on dataset:features" in shown.text
+    assert re.search(r"alert \((warning|critical)\): witness-mismatch", shown.text)
+    assert '<a id="nbguard-player-privileged"' in shown.text
+    assert '<a id="nbguard-player-alert"' in shown.text
+    events = (await carol.call("GET", f"api/v1/review/sessions/{session}")).json()["events"]
+    cells = [e for e in events if e["type"] == "cell"]
+    assert [c["privileged"] for c in cells] == [True, True]
+    assert cells[0]["data"]["server_seen"] is True
