@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -160,7 +160,7 @@ class SessionFilter:
         return cls(
             user=_text(values.get("user"), "user", 256),
             since=_time(values.get("since"), "since"),
-            until=_time(values.get("until"), "until"),
+            until=_time(values.get("until"), "until", end_of_day=True),
             privileged=_flag(values.get("privileged"), "privileged"),
             alerts=_flag(values.get("alerts"), "alerts"),
             resource=resource,
@@ -183,13 +183,14 @@ def _text(value: str | None, name: str, limit: int) -> str | None:
 def _flag(value: str | None, name: str) -> bool:
     if value in (None, "", "0", "false"):
         return False
-    if value in ("1", "true"):
+    if value in ("1", "true", "on"):  # "on": an HTML checkbox without a value
         return True
     raise _bad(f"{name} must be 0 or 1")
 
 
-def _time(value: str | None, name: str) -> str | None:
-    """An RFC 3339 time or date as the ledger writes times (microseconds, ``Z``)."""
+def _time(value: str | None, name: str, *, end_of_day: bool = False) -> str | None:
+    """An RFC 3339 time or a date as the ledger writes times (microseconds, ``Z``);
+    a bare date (UTC) is its first moment, or with ``end_of_day`` its last."""
     if not value:
         return None
     try:
@@ -198,6 +199,8 @@ def _time(value: str | None, name: str) -> str | None:
         raise _bad(f"{name} must be an RFC 3339 time or a date") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    if end_of_day and len(value) == len("2025-01-31"):
+        parsed += timedelta(days=1, microseconds=-1)
     return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

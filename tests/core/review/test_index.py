@@ -62,6 +62,7 @@ def test_story_sessions(story: Ledger, ledger_url: str) -> None:
         ({"since": "2000-01-01"}, [OTHER, ALICE, BOB]),
         ({"until": "2000-01-01T00:00:00Z"}, []),
         ({"since": "2999-01-01"}, []),
+        ({"privileged": "on", "user": "", "dataset": ""}, [ALICE, BOB]),
     ],
     ids=[
         "user",
@@ -74,6 +75,7 @@ def test_story_sessions(story: Ledger, ledger_url: str) -> None:
         "since",
         "until-before",
         "since-after",
+        "html-form",
     ],
 )
 def test_filters(
@@ -85,6 +87,15 @@ def test_filters(
     assert [s["session"] for s in page.sessions] == expected
     assert page.total == len(expected)
     store.close()
+
+
+def test_until_a_date_includes_that_day() -> None:
+    """``until`` given as a date means the end of that day (UTC), ``since`` its start."""
+    where = SessionFilter.parse({"since": "2025-01-31", "until": "2025-01-31"})
+    assert where.since == "2025-01-31T00:00:00.000000Z"
+    assert where.until == "2025-01-31T23:59:59.999999Z"
+    exact = SessionFilter.parse({"until": "2025-01-31T10:00:00+02:00"})
+    assert exact.until == "2025-01-31T08:00:00.000000Z"
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,11 @@ async def test_reviewer_lists_finds_and_views_a_session(guard: Guard) -> None:
     listed = await page(guard, browser, f"review?user={alice.name}")
     assert listed.status == 200, listed.text
     assert f'data-session="{session}"' in listed.text
+    # The filter form as a browser submits it: empty fields, a checkbox as "on".
+    query = f"user={alice.name}&since=&until=&dataset=&model=&privileged=on"
+    formed = await page(guard, browser, f"review?{query}")
+    assert formed.status == 200, formed.text
+    assert 'id="nbguard-review-total"' in formed.text
     shown = await page(guard, browser, f"review/sessions/{session}")
     assert shown.status == 200, shown.text
     for words in (
