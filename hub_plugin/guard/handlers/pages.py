@@ -67,6 +67,9 @@ TABS = (
     ("grants", "Grants", False),
     ("locks", "Locks", True),
     ("sessions", "Sessions", True),
+    # Recorded sessions: the policy decides who may look (session.review), and the
+    # page says what would allow it to anyone else.
+    ("review", "Review", False),
 )
 
 

@@ -64,6 +64,7 @@ async def test_reviewer_lists_finds_and_views_a_session(guard: Guard) -> None:
     browser, carol = await page_for(guard, "reviewer")
     listed = await page(guard, browser, f"review?user={alice.name}")
     assert listed.status == 200, listed.text
+    assert 'aria-current="page"' in listed.text  # the Review tab, current
     assert f'data-session="{session}"' in listed.text
     # The filter form as a browser submits it: empty fields, a checkbox as "on".
     query = f"user={alice.name}&since=&until=&dataset=&model=&privileged=on"
