@@ -59,6 +59,8 @@ export class GuardData {
   private listeners = new Set<(snapshot: ISnapshot) => void>();
   private current: ISnapshot = EMPTY;
   private pending: Promise<ISnapshot> | null = null;
+  /** False once the server said it has no models route: not asked again (no 404 per poll). */
+  private hasModels = true;
 
   constructor(private readonly fetch: Fetcher) {}
 
@@ -98,8 +100,13 @@ export class GuardData {
       this.fetch<{ grants: IGrant[] }>('grants?active=0'),
       this.fetch<{ requests: IElevationRequest[] }>('requests'),
       this.fetch<{ datasets: IDataset[] }>('catalog'),
-      this.fetch<{ models: IModel[] }>('models')
+      this.hasModels
+        ? this.fetch<{ models: IModel[] }>('models')
+        : Promise.reject({ error: { status: 404, code: 'not_found', message: '' } })
     ]);
+    if (models.status === 'rejected' && bodyOf(models.reason).status === 404) {
+      this.hasModels = false;
+    }
     const errors: ISnapshot['errors'] = {};
     const keep = <T, L extends T | null>(
       section: Section,

@@ -227,6 +227,18 @@ describe('GuardData', () => {
     expect(seen).toHaveLength(1);
   });
 
+  test('a missing models route is asked once, not on every poll', async () => {
+    // The server's log does not fill with a 404 per poll when it has no models route.
+    const asked: string[] = [];
+    const data = new GuardData(<T>(endPoint: string): Promise<T> => {
+      asked.push(endPoint);
+      return Promise.reject({ error: { status: 404, code: 'not_found', message: 'Not Found' } });
+    });
+    await data.refresh();
+    await data.refresh();
+    expect(asked.filter(e => e === 'models')).toHaveLength(1);
+  });
+
   test('no nbguard routes at all means the extension is idle here', async () => {
     // A server without the active server extension is reported as not governed.
     const data = new GuardData(() =>
