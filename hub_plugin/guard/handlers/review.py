@@ -44,6 +44,9 @@ REVIEW_CSP = (
     "img-src 'self' data:; font-src 'self'; connect-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'; object-src 'none'"
 )
+#: Timeline events a session page lists around the player's position (the API and
+#: the exports hold them all).
+TIMELINE_WINDOW = 200
 _MEDIA = {"ipynb": "application/x-ipynb+json", "jsonl": "application/x-ndjson"}
 _PLAYER = Path(__file__).resolve().parent.parent / "static" / "review_player.js"
 
@@ -223,6 +226,7 @@ class ReviewSessionPage(ReviewPage):
         at_text = self.get_query_argument("at", "")
         at = _number(at_text, "at", 0, max(len(events) - 1, 0)) if at_text else first_cell or 0
         previous = [i for i in range(at) if events[i]["type"] == CELL]
+        first = max(0, min(at - TIMELINE_WINDOW // 2, len(events) - TIMELINE_WINDOW))
         base = self.page_url(f"review/sessions/{session}")
 
         def step(index: int | None) -> str:
@@ -237,6 +241,7 @@ class ReviewSessionPage(ReviewPage):
             broken=review.broken,
             events=events,
             at=at,
+            window=(first, min(first + TIMELINE_WINDOW, len(events))),
             current=events[at] if events else None,
             steps={
                 "previous": step(previous[-1] if previous else None),

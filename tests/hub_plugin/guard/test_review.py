@@ -271,3 +271,27 @@ async def test_grant_privileged_cell_and_witness_alert_in_one_timeline(guard: Gu
     cells = [e for e in events if e["type"] == "cell"]
     assert [c["privileged"] for c in cells] == [True, True]
     assert cells[0]["data"]["server_seen"] is True
+
+
+async def test_long_session_page_lists_a_window(guard: Guard) -> None:
+    """A session of hundreds of cells lists 200 timeline events around the player's
+    position, with links to earlier and later ones; the API returns them all."""
+    alice = await server_client(guard)
+    session = await session_of(guard, alice.name)
+    kernel = Kernel()
+    answer = await send(alice, "kernel", *(kernel.kernel_record(n) for n in range(260)))
+    assert answer.status_code == 200, answer.text
+    browser, carol = await page_for(guard, "reviewer")
+    events = (await carol.call("GET", f"api/v1/review/sessions/{session}")).json()["events"]
+    assert len(events) > 260
+    start = await page(guard, browser, f"review/sessions/{session}")
+    assert start.text.count('<li id="event-') == 200
+    assert 'id="nbguard-timeline-later"' in start.text
+    assert 'id="nbguard-timeline-earlier"' not in start.text
+    end = await page(guard, browser, f"review/sessions/{session}?at={len(events) - 1}")
+    assert f'<li id="event-{len(events) - 1}"' in end.text
+    assert '<li id="event-0"' not in end.text
+    assert 'id="nbguard-timeline-earlier"' in end.text
+    assert 'id="nbguard-timeline-later"' not in end.text
+    beyond = await page(guard, browser, f"review/sessions/{session}?at={len(events)}")
+    assert beyond.status == 400
