@@ -6,7 +6,7 @@
 import { EMPTY, GuardData, ISnapshot } from '../data';
 import { RequestForm } from '../form';
 import type { IElevationRequest, IMe } from '../model';
-import { catalogView, contextView, grantsView, requestsView } from '../views';
+import { catalogView, contextView, grantsView, recordingState, requestsView } from '../views';
 
 const NOW = Date.now();
 const ME: IMe = {
@@ -245,5 +245,23 @@ describe('GuardData', () => {
       Promise.reject({ error: { status: 404, code: 'not_found', message: 'Not Found' } })
     );
     expect((await data.refresh()).active).toBe(false);
+  });
+});
+
+describe('recordingState', () => {
+  test.each([
+    ['before the first poll', { fetched: 0 }, 'nbguard', 'off'],
+    ['active', {}, 'Recorded', 'ok'],
+    [
+      'guard unreachable',
+      { errors: { context: { status: 503, code: 'guard_unavailable', message: 'x' } } },
+      'Recorded · guard unreachable',
+      'warn'
+    ],
+    ['extension idle', { active: false }, 'nbguard: not active', 'off']
+  ])('%s', (_id, fields, text, tone) => {
+    // The status bar claims recording only once the server extension has answered.
+    const state = recordingState(snapshot(fields as Partial<ISnapshot>));
+    expect([state.text, state.tone]).toEqual([text, tone]);
   });
 });
