@@ -271,7 +271,7 @@ def test_denied_request_shows_the_reviewers_reason(page: Page, lab: LabServer, l
 
 
 def test_catalog_button_inserts_code_into_the_active_cell(page: Page, lab: LabServer) -> None:
-    """Insert code on a readable dataset puts an nbguard:// read into the notebook's cell."""
+    """Insert code fills the active empty cell; a second insert goes below, overwriting nothing."""
     cells = notebook(page, lab, "catalog.ipynb")
     panel = open_panel(page)
     visible = {
@@ -282,10 +282,16 @@ def test_catalog_button_inserts_code_into_the_active_cell(page: Page, lab: LabSe
     name = readable[0]
     item = panel.locator(f'[data-dataset="{name}"]')
     expect(item).to_contain_text(visible[name]["sensitivity"])
-    item.get_by_role("button", name=f"Insert code that reads {name} into the notebook").click()
-    editor = cells.locator(".jp-Cell").first.locator(".cm-content")
-    expect(editor).to_contain_text(f'pd.read_csv("nbguard://{name}/FILE.csv")')
-    expect(editor).to_contain_text(f'ls("nbguard://{name}", detail=False)')
+    insert = item.get_by_role("button", name=f"Insert code that reads {name} into the notebook")
+    insert.click()
+    editors = cells.locator(".jp-Cell .cm-content")
+    expect(editors).to_have_count(1)
+    expect(editors.first).to_contain_text(f'pd.read_csv("nbguard://{name}/FILE.csv")')
+    expect(editors.first).to_contain_text(f'ls("nbguard://{name}", detail=False)')
+    insert.click()
+    expect(editors).to_have_count(2)
+    expect(editors.nth(0)).to_contain_text(f"# {name} (")
+    expect(editors.nth(1)).to_contain_text(f'pd.read_csv("nbguard://{name}/FILE.csv")')
 
 
 def test_unreadable_dataset_offers_a_prefilled_request(page: Page, lab: LabServer) -> None:
