@@ -42,8 +42,13 @@ TARGETS = {"login_added_ms": 5.0, "spawn_ratio": 1.05}
 
 def load_hub_fixtures() -> ModuleType:
     """Import tests/hub_plugin/conftest.py by path (its hub config and browser client)."""
-    path = Path(__file__).resolve().parent.parent / "tests" / "hub_plugin" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("nbguard_bench_hub_fixtures", path)
+    return load_test_module("tests/hub_plugin/conftest.py", "nbguard_bench_hub_fixtures")
+
+
+def load_test_module(relative: str, name: str) -> ModuleType:
+    """Import a test helper module by its path in the repository, as module ``name``."""
+    path = Path(__file__).resolve().parent.parent / relative
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -100,6 +100,14 @@ def check_artifact_path(path: str) -> str:
     return match.group(1)
 
 
+def within(info: dict[str, Any], path: str) -> None:
+    """403 unless ``path`` lies in the logged model's own artifact location."""
+    match = _LOCATION.fullmatch(str(info.get("artifact_uri", "")))
+    root = match.group(1) if match else None
+    if root is None or not (path.rstrip("/") == root or path.startswith(root + "/")):
+        raise mlflow_error(403, "The path is not in the logged model's artifact location.")
+
+
 def _quiet(future: Any) -> None:
     """Retrieve a flush's outcome so a closed stream is not logged as unretrieved."""
     if not future.cancelled():
@@ -148,11 +156,13 @@ class LoggedModelOperations(MLflowHandlerBase):
         found = answer.body.get("model_versions") or []
         return [v for v in found if isinstance(v, dict) and isinstance(v.get("name"), str)]
 
-    async def may_read_files(self, model_id: str, action: str) -> dict[str, Any]:
-        """Decide a read of a logged model's files: its author, or ``action`` on every
-        registered version made from it."""
+    async def may_read_files(self, model_id: str, action: str, path: str = "") -> dict[str, Any]:
+        """Decide a read of a logged model's files (``path``: one of them, or a folder):
+        its author, or ``action`` on every registered version made from it."""
         who = await self.who()
         info = await self.logged_model(model_id)
+        if path:
+            within(info, path)
         if tag_map(info.get("tags")).get(TAG_CREATED_BY) == who.name:
             await self.decide_entity(who, "model.read", self.drafts(who.name).entity())
             return info
@@ -208,13 +218,13 @@ class LoggedModelOperations(MLflowHandlerBase):
         """The files in a folder of a logged model (read as its files are)."""
         path = str(args.get("path", "")).strip("/")
         model_id = check_artifact_path(path)
-        await self.may_read_files(model_id, "model.export")
+        await self.may_read_files(model_id, "model.export", path)
         self.answer(await self.upstream("GET", _ARTIFACTS, query={"path": path}))
 
     async def download_artifact(self, args: dict[str, Any], path: str) -> None:
         """One file of a logged model, streamed (``model.export`` on its versions)."""
         model_id = check_artifact_path(path)
-        await self.may_read_files(model_id, "model.export")
+        await self.may_read_files(model_id, "model.export", path)
         state = {"status": 0}
 
         def on_headers(status: int, headers: HTTPHeaders) -> None:
@@ -252,6 +262,7 @@ class LoggedModelOperations(MLflowHandlerBase):
         model_id = check_artifact_path(path)
         who = await self.who()
         info = await self.own_logged_model(who, model_id)
+        within(info, path)
         if info.get("status") != _PENDING or await self.versions_of(model_id):
             raise mlflow_error(
                 403, f"Logged model {model_id} is finished; its files can no longer change."

@@ -359,7 +359,7 @@ async def test_calls_without_a_hub_token_are_unauthenticated(
 
 async def test_a_registry_that_is_down_is_503_not_500(mlflow_guard: Guard) -> None:
     """The tracking server unreachable: TEMPORARILY_UNAVAILABLE (503) in MLflow's form."""
-    from .mlflow_fixtures import free_port
+    from .mlflow_server import free_port
 
     bob = await person(mlflow_guard, "ml-engineer", "ml-platform")
     upstream = mlflow_guard.service.mlflow.upstream
@@ -424,3 +424,57 @@ async def test_an_ml_engineer_deletes_what_a_data_scientist_may_not(mlflow_guard
     await bob.run(lambda: client().delete_registered_model(name))
     error = await bob.run(lambda: rest_error(lambda: client().get_registered_model(name)))
     assert error.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+async def test_search_pages_hide_models_but_keep_the_page_token(mlflow_guard: Guard) -> None:
+    """Paging a search one model at a time: the restricted one's page comes back empty, with
+    the token, so a data scientist reaches every model they may list and no other."""
+    alice = await person(mlflow_guard, "data-scientist", "analytics")
+    dave = await person(mlflow_guard, "admin", "ml-platform")
+    prefix = model_name()
+    names = [f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"]
+    for name in names:
+        await alice.run(lambda name=name: client().create_registered_model(name))
+    hidden = names[1]
+    await dave.run(
+        lambda: client().set_registered_model_tag(hidden, "nbguard.sensitivity", "restricted")
+    )
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        query = f"filter=name LIKE '{prefix}%'&max_results=1&order_by=name ASC"
+        query += f"&page_token={token}" if token else ""
+        answer = await alice.call("GET", f"api/2.0/mlflow/registered-models/search?{query}")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        pages.append([m["name"] for m in body["registered_models"]])
+        token = body.get("next_page_token", "")
+        if not token:
+            break
+    assert pages[:3] == [[names[0]], [], [names[2]]]
+    assert [n for page in pages for n in page] == [names[0], names[2]]
+
+
+async def test_files_are_served_only_from_the_logged_models_own_location(
+    mlflow_guard: Guard,
+) -> None:
+    """A path naming the caller's model under another experiment, or a version whose model_id
+    disagrees with its source, is refused."""
+    import mlflow
+
+    alice = await person(mlflow_guard, "data-scientist", "analytics")
+    mine = await alice.run(
+        lambda: mlflow.pyfunc.log_model(name="tiny", python_model=tiny_model(), pip_requirements=[])
+    )
+    other = await alice.run(
+        lambda: mlflow.pyfunc.log_model(name="tiny", python_model=tiny_model(), pip_requirements=[])
+    )
+    elsewhere = f"api/2.0/mlflow-artifacts/artifacts/7/models/{mine.model_id}/artifacts/MLmodel"
+    response = await alice.call("GET", elsewhere)
+    assert response.status_code == 403, response.text
+    name = model_name()
+    await alice.run(lambda: client().create_registered_model(name))
+    mixed = {"name": name, "source": f"models:/{mine.model_id}", "model_id": other.model_id}
+    response = await alice.call("POST", "api/2.0/mlflow/model-versions/create", json=mixed)
+    assert response.status_code == 403, response.text
+    assert response.json()["error_code"] == "PERMISSION_DENIED"
