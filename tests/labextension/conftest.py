@@ -148,17 +148,22 @@ def guard_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardPro
 @pytest.fixture(scope="session")
 def labs(
     guard_process: GuardProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[str], LabServer]]:
-    """A JupyterLab per role, for a new signed-in user of that role, shared by the session."""
+) -> Iterator[Callable[..., LabServer]]:
+    """``labs(role, key=role)``: a JupyterLab for a new signed-in user of ``role``, per key.
+
+    Made on first use and shared by the session; a test that changes its user's
+    state (its MFA age, say) asks for a key of its own.
+    """
     if not (PREBUILT / "package.json").exists():
         pytest.fail(f"{PREBUILT} is missing: the prebuilt extension is committed there")
     running: dict[str, LabServer] = {}
 
-    def lab_of(role: str) -> LabServer:
-        if role not in running:
+    def lab_of(role: str, key: str = "") -> LabServer:
+        key = key or role
+        if key not in running:
             user = guard_process.new_server(role)
-            running[role] = start_lab(tmp_path_factory.mktemp(f"lab-{role}"), user)
-        return running[role]
+            running[key] = start_lab(tmp_path_factory.mktemp(f"lab-{key}"), user)
+        return running[key]
 
     try:
         yield lab_of
@@ -168,7 +173,7 @@ def labs(
 
 
 @pytest.fixture
-def lab(labs: Callable[[str], LabServer]) -> LabServer:
+def lab(labs: Callable[..., LabServer]) -> LabServer:
     """The data scientist's JupyterLab."""
     return labs("data-scientist")
 
@@ -190,18 +195,29 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium.close()
 
 
-@pytest.fixture
-def page(request: pytest.FixtureRequest, browser: Browser, lab: LabServer) -> Iterator[Page]:
-    """The lab open in a fresh browser context; a screenshot of it is kept after the test."""
+def open_lab(browser: Browser, lab: LabServer) -> Page:
+    """The lab in a fresh browser context, with a fresh layout."""
     context = browser.new_context(viewport={"width": 1500, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(30_000)
-    tab.goto(f"{lab.url}lab?reset&token={lab.token}")  # a fresh layout per test
+    tab.goto(f"{lab.url}lab?reset&token={lab.token}")
     tab.locator("#jp-main-dock-panel").wait_for()
+    return tab
+
+
+def keep_screenshot(tab: Page, name: str) -> None:
+    """Save the tab's screenshot as a test artifact."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = name.replace("/", "_").replace("[", "-").rstrip("]")
+    tab.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest, browser: Browser, lab: LabServer) -> Iterator[Page]:
+    """The data scientist's lab in a browser; a screenshot of it is kept after the test."""
+    tab = open_lab(browser, lab)
     try:
         yield tab
     finally:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        name = request.node.name.replace("/", "_").replace("[", "-").rstrip("]")
-        tab.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-        context.close()
+        keep_screenshot(tab, request.node.name)
+        tab.context.close()

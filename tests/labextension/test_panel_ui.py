@@ -12,11 +12,12 @@ import json
 import re
 import time
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from .conftest import ARTIFACTS, LabServer
+from .conftest import ARTIFACTS, LabServer, keep_screenshot, open_lab
 
 
 def open_panel(page: Page) -> Locator:
@@ -311,13 +312,39 @@ def test_denied_cell_raises_a_notification(page: Page, lab: LabServer) -> None:
     """A cell whose nbguard:// read the guard denies raises a lab notification saying so."""
     cells = notebook(page, lab, "denied.ipynb")
     open_panel(page)
-    cells.locator(".jp-Cell").first.locator(".cm-content").click()
-    page.keyboard.type('import pandas as pd\npd.read_csv("nbguard://ledger-prod/all.csv")')
-    page.keyboard.press("Shift+Enter")
+    run_cell(cells, page, 'import pandas as pd\npd.read_csv("nbguard://ledger-prod/all.csv")')
     expect(cells.locator(".jp-OutputArea-output")).to_contain_text("GuardPermissionError")
     toast = page.locator(".Toastify__toast").filter(has_text="nbguard denied")
     expect(toast).to_be_visible()
     expect(toast.get_by_role("button", name="Ask for access")).to_be_visible()
+
+
+def run_cell(cells: Locator, page: Page, code: str) -> None:
+    """Type ``code`` into the notebook's first cell and run it."""
+    cells.locator(".jp-Cell").first.locator(".cm-content").click()
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+
+
+def test_denied_cell_offers_the_guards_step_up_page(
+    browser: Browser, labs: Any, guard_process: Any
+) -> None:
+    """A read denied for want of a fresh second factor offers Step up: the guard's own page."""
+    lab = labs("data-scientist", "step-up")
+    guard_process.age_mfa(lab.user.name, 3600)
+    step_up = lab.user.guard_call("GET", "api/v1/me").json()["step_up_url"]
+    page = open_lab(browser, lab)
+    try:
+        cells = notebook(page, lab, "step-up.ipynb")
+        run_cell(cells, page, 'import pandas as pd\npd.read_csv("nbguard://sales/any.csv")')
+        expect(cells.locator(".jp-OutputArea-output")).to_contain_text("second factor")
+        button = toast(page, "nbguard denied").get_by_role("button", name="Step up")
+        with page.context.expect_page() as opened:
+            button.click()
+        assert opened.value.url == urljoin(lab.url, step_up)
+    finally:
+        keep_screenshot(page, "test_denied_cell_offers_the_guards_step_up_page")
+        page.context.close()
 
 
 def test_panel_reads_in_light_and_dark_themes(page: Page, lab: LabServer) -> None:

@@ -11,6 +11,7 @@ serves a small control API on loopback for the test process:
   the server's own token and the guard service's own URL (where a spawned
   server reaches it);
 - ``GET /records?kind=&actor=``: ledger record bodies, oldest first;
+- ``POST /mfa-age {"user", "seconds"}``: age a user's last second factor;
 - ``POST /guard/down``, ``POST /guard/up``: stop and resume the guard's listener;
 - ``POST /stop``: stop everything and exit.
 
@@ -88,6 +89,10 @@ class GuardProcess:
     def unlock(self, lock_id: str) -> None:
         """Lift a lock made by :meth:`lock`."""
         self.call("DELETE", f"/locks/{lock_id}")
+
+    def age_mfa(self, user: str, seconds: float) -> None:
+        """Make ``user``'s last second factor ``seconds`` old, as if time had passed."""
+        self.call("POST", "/mfa-age", json={"user": user, "seconds": seconds})
 
     def down(self) -> None:
         """Stop the guard service's listener (connections are refused)."""
@@ -197,6 +202,12 @@ async def main(tmp: Path) -> None:
                 service.elevations.unlock(lock_id, by="admin")
                 self.write({})
 
+        class MFAAge(web.RequestHandler):
+            async def post(self) -> None:
+                body = json.loads(self.request.body)
+                await fixtures.age_mfa(guard, body["user"], float(body["seconds"]))
+                self.write({})
+
         class Stop(web.RequestHandler):
             def post(self) -> None:
                 self.write({})
@@ -209,6 +220,7 @@ async def main(tmp: Path) -> None:
                 (r"/guard/(down|up)", Listener),
                 (r"/locks", Locks),
                 (r"/locks/([^/]+)", Locks),
+                (r"/mfa-age", MFAAge),
                 (r"/stop", Stop),
             ]
         )
