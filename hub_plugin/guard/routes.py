@@ -33,6 +33,7 @@ from nbguard.hub_plugin.guard.handlers.objects import ObjectHandler, ObjectListH
 from nbguard.hub_plugin.guard.handlers.pages import PAGE_ROUTES
 from nbguard.hub_plugin.guard.handlers.review import REVIEW_API_ROUTES, REVIEW_PAGE_ROUTES
 from nbguard.hub_plugin.guard.handlers.sessions import SessionsHandler, SessionTerminateHandler
+from nbguard.hub_plugin.guard.mlflow.catalog import ModelListHandler
 from nbguard.hub_plugin.guard.mlflow.handler import MLflowGatewayHandler
 
 #: ``(path under the prefix, handler)``; paths use OpenAPI-style ``{name}`` placeholders
@@ -62,6 +63,7 @@ API_ROUTES: list[tuple[str, Any]] = [
     ("api/v1/entitlements/key", EntitlementKeyHandler),
     # Review of recorded sessions (handlers/review.py).
     *REVIEW_API_ROUTES,
+    ("api/v1/models", ModelListHandler),
     # The MLflow REST API (the model-registry gateway; see mlflow/endpoints.py).
     ("mlflow/{path}", MLflowGatewayHandler),
 ]

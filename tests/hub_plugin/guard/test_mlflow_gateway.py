@@ -478,3 +478,45 @@ async def test_files_are_served_only_from_the_logged_models_own_location(
     response = await alice.call("POST", "api/2.0/mlflow/model-versions/create", json=mixed)
     assert response.status_code == 403, response.text
     assert response.json()["error_code"] == "PERMISSION_DENIED"
+
+
+async def test_the_model_catalog_lists_what_each_role_may_see_and_do(mlflow_guard: Guard) -> None:
+    """GET /api/v1/models: listable models only, each with the actions allowed now."""
+    alice = await person(mlflow_guard, "data-scientist", "analytics")
+    bob = await person(mlflow_guard, "ml-engineer", "ml-platform")
+    frank = await person(mlflow_guard, "ml-engineer", "ml-platform")
+    dave = await person(mlflow_guard, "admin", "ml-platform")
+    mine, theirs = model_name(), model_name()
+    await alice.run(lambda: client().create_registered_model(mine))
+    await bob.run(lambda: log_and_register(theirs))
+    await frank.run(lambda: client().set_registered_model_alias(theirs, "challenger", "1"))
+    await dave.run(
+        lambda: client().set_registered_model_tag(theirs, "nbguard.sensitivity", "restricted")
+    )
+
+    async def catalog(who: Person) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        token = ""
+        while True:
+            query = f"?max_results=1000&page_token={token}" if token else "?max_results=1000"
+            answer = await Client(mlflow_guard, who.token, who.name).call(
+                "GET", f"api/v1/models{query}"
+            )
+            assert answer.status_code == 200, answer.text
+            found |= {m["name"]: m for m in answer.json()["models"]}
+            token = answer.json().get("next_page_token", "")
+            if not token:
+                return found
+
+    seen_by_alice = await catalog(alice)
+    assert theirs not in seen_by_alice  # restricted: data scientists do not list it
+    assert seen_by_alice[mine]["actions"] == ["model.read", "model.register"]
+    assert seen_by_alice[mine]["team"] == "analytics"
+    seen_by_bob = await catalog(bob)
+    assert seen_by_bob[theirs]["aliases"] == {"challenger": "1"}
+    assert seen_by_bob[theirs]["sensitivity"] == "restricted"
+    # Restricted models are read and exported only from a trusted device on the
+    # corporate network (context.restricted-data); bob may still register versions.
+    assert seen_by_bob[theirs]["actions"] == ["model.register", "model.delete"]
+    bad = await Client(mlflow_guard, bob.token, bob.name).call("GET", "api/v1/models?max_results=0")
+    assert bad.status_code == 400
