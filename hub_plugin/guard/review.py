@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from traitlets import Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from nbguard.database import normalise_url, open_engine
-from nbguard.errors import ConfigError
+from nbguard.errors import ConfigError, LedgerError, NBGuardError
+from nbguard.hub_plugin.guard.decisions import LedgerUnavailable
 from nbguard.ledger.keys import load_public_keys
 from nbguard.review.index import SessionFilter, SessionIndex, SessionPage
 from nbguard.review.integrity import LedgerStatus
@@ -26,6 +29,25 @@ from nbguard.review.replay import SessionReview, ledger_status, refresh_index, r
 if TYPE_CHECKING:
     from nbguard.hub_plugin.guard.app import GuardService
     from nbguard.hub_plugin.guard.contexts import CallerContext
+
+T = TypeVar("T")
+
+
+class ReviewUnavailable(LedgerUnavailable):
+    """The session index or the ledger cannot be read now (503: nothing shown)."""
+
+    default_user_message = (
+        "Recorded sessions cannot be read right now (the ledger or its index is "
+        "unavailable). Try again in a moment."
+    )
+
+
+async def _off_loop(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a database call in a thread; a database outage is ReviewUnavailable."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except (SQLAlchemyError, LedgerError) as error:
+        raise ReviewUnavailable(f"review: {error}") from error
 
 
 class SessionReviewer(LoggingConfigurable):
@@ -91,31 +113,31 @@ class SessionReviewer(LoggingConfigurable):
         """Index the records appended since the last view (one replica at a time in
         the database; one call at a time in this process)."""
         async with self._indexing:
-            await asyncio.to_thread(refresh_index, self.guard.ledger.store, self.index)
+            await _off_loop(refresh_index, self.guard.ledger.store, self.index)
 
     async def sessions(self, where: SessionFilter, limit: int, before: int | None) -> SessionPage:
         """A page of the session list, the index brought up to date first."""
         await self.refresh()
-        return await asyncio.to_thread(self.index.list_sessions, where, limit=limit, before=before)
+        return await _off_loop(self.index.list_sessions, where, limit=limit, before=before)
 
     async def owner(self, session: str) -> str | None:
         """The user of ``session`` (None: unknown session or no user)."""
         await self.refresh()
-        summary = await asyncio.to_thread(self.index.session, session)
+        summary = await _off_loop(self.index.session, session)
         return None if summary is None else summary.get("user")
 
     async def status(self) -> LedgerStatus:
         """The whole-ledger verdict, at most ``verify_interval`` seconds old."""
         async with self._verifying:
             store = self.guard.ledger.store
-            head = await asyncio.to_thread(_last_seq, store)
+            head = await _off_loop(_last_seq, store)
             cached = self._status
             if cached is not None:
                 at, seen, status = cached
                 fresh = time.monotonic() - at < self.verify_interval
                 if fresh and head >= seen:
                     return status
-            status = await asyncio.to_thread(ledger_status, store, self.keys)
+            status = await _off_loop(ledger_status, store, self.keys)
             self._status = (time.monotonic(), head, status)
             return status
 
@@ -123,7 +145,7 @@ class SessionReviewer(LoggingConfigurable):
         """One session's review (NotFoundError if unknown)."""
         await self.refresh()
         status = await self.status()
-        return await asyncio.to_thread(
+        return await _off_loop(
             review_from_store, self.guard.ledger.store, self.index, session, status
         )
 
@@ -156,5 +178,12 @@ def reviewer_of(guard: GuardService, settings: dict[str, Any]) -> SessionReviewe
     never show a review page never create the index tables)."""
     reviewer = settings.get("nbguard_reviewer")
     if reviewer is None:
-        reviewer = settings["nbguard_reviewer"] = SessionReviewer(guard)
+        try:
+            reviewer = SessionReviewer(guard)
+        except (NBGuardError, SQLAlchemyError) as error:
+            # A key file that cannot be read, an index database that is down:
+            # the admin's log says which, the reviewer gets a 503; retried next view.
+            guard.log.error("nbguard guard: session review unavailable: %s", error)
+            raise ReviewUnavailable(f"review: {error}") from error
+        settings["nbguard_reviewer"] = reviewer
     return reviewer  # type: ignore[no-any-return]

@@ -295,3 +295,29 @@ async def test_long_session_page_lists_a_window(guard: Guard) -> None:
     assert 'id="nbguard-timeline-later"' not in end.text
     beyond = await page(guard, browser, f"review/sessions/{session}?at={len(events)}")
     assert beyond.status == 400
+
+
+async def test_review_unavailable_is_a_503(guard: Guard) -> None:
+    """A reviewer that cannot start (here: a public key file that does not exist)
+    answers 503 with the reason in words, never a 500; it starts on the next view
+    once the setting is right."""
+    _alice, session = await recorded_session(guard)
+    _browser, carol = await page_for(guard, "reviewer")
+    settings = guard.service.web_app.settings
+    saved_reviewer = settings.pop("nbguard_reviewer", None)
+    saved_keys = guard.service.config.SessionReviewer.get("public_key_files")
+    guard.service.config.SessionReviewer.public_key_files = [str(guard.tmp / "missing.pub")]
+    try:
+        down = await carol.call("GET", f"api/v1/review/sessions/{session}")
+        assert down.status_code == 503
+        assert "cannot be read right now" in down.json()["error"]["message"]
+    finally:
+        if saved_keys is None:
+            del guard.service.config.SessionReviewer["public_key_files"]
+        else:
+            guard.service.config.SessionReviewer.public_key_files = saved_keys
+        settings.pop("nbguard_reviewer", None)
+        if saved_reviewer is not None:
+            settings["nbguard_reviewer"] = saved_reviewer
+    again = await carol.call("GET", f"api/v1/review/sessions/{session}")
+    assert again.status_code == 200, again.text
