@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Client, Guard
+from .conftest import Client, Guard, age_mfa
 from .mlflow_fixtures import Person, mlflow_guard, mlflow_server, person
 from .witnesses import ledger_bodies
 
@@ -183,6 +183,18 @@ async def test_promotion_follows_the_policy(mlflow_guard: Guard) -> None:
         "POST", f"api/v1/requests/{asked.json()['id']}/decision", json={"verdict": "approve"}
     )
     assert approved.status_code == 200, approved.text
+    # Prod also wants a fresh second factor: an hour-old one is refused, with the step-up page.
+    await age_mfa(mlflow_guard, frank.name, 3600)
+    stale = await frank.call(
+        "POST",
+        "api/2.0/mlflow/registered-models/alias",
+        json={"name": name, "alias": "champion", "version": "1"},
+    )
+    assert stale.status_code == 403, stale.text
+    assert "context.prod-fresh-mfa" in stale.json()["message"]
+    assert "second factor within" in stale.json()["message"]
+    assert stale.json()["step_up_url"].endswith("nbguard/mfa/step-up")
+    await age_mfa(mlflow_guard, frank.name, 0)
     await frank.run(champion)
     assert (
         await frank.run(lambda: client().get_model_version_by_alias(name, "champion"))
