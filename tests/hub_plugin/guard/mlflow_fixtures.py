@@ -58,11 +58,13 @@ class Person:
     guard: Guard
     name: str
     token: str
+    #: ``MLFLOW_TRACKING_URI`` as a server got it; default: the gateway through the proxy.
+    uri: str = ""
 
     @property
     def tracking_uri(self) -> str:
         """The gateway's URL (what the spawner sets as ``MLFLOW_TRACKING_URI``)."""
-        return self.guard.url("mlflow")
+        return self.uri or self.guard.url("mlflow")
 
     async def run(self, work: Callable[[], T]) -> T:
         """Run MLflow client code as this person, in a worker thread."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Client, Guard, age_mfa
+from .conftest import Client, Guard, age_mfa, server_client
 from .mlflow_fixtures import Person, mlflow_guard, mlflow_server, person
 from .witnesses import ledger_bodies
 
@@ -532,3 +532,25 @@ async def test_the_model_catalog_lists_what_each_role_may_see_and_do(mlflow_guar
     assert seen_by_bob[theirs]["actions"] == ["model.register", "model.delete"]
     bad = await Client(mlflow_guard, bob.token, bob.name).call("GET", "api/v1/models?max_results=0")
     assert bad.status_code == 400
+
+
+async def test_a_servers_environment_is_all_the_client_needs(mlflow_guard: Guard) -> None:
+    """With only the MLFLOW_* variables a spawned server got, the client logs, registers and
+    loads through the gateway, acting from the server's environment."""
+    import mlflow
+
+    server = await server_client(mlflow_guard, "ml-engineer", teams=("ml-platform",))
+    env = mlflow_guard.hub.users[server.name].spawner.get_env()
+    assert env["MLFLOW_TRACKING_TOKEN"] == server.token
+    assert env["MLFLOW_TRACKING_URI"] == mlflow_guard.service.service_url + (
+        mlflow_guard.service.service_prefix + "mlflow"
+    )
+    notebook = Person(
+        mlflow_guard, server.name, env["MLFLOW_TRACKING_TOKEN"], env["MLFLOW_TRACKING_URI"]
+    )
+    name = model_name()
+    await notebook.run(lambda: log_and_register(name))
+    model = await notebook.run(lambda: mlflow.pyfunc.load_model(f"models:/{name}/1"))
+    assert list(model.predict(["abcd"])) == [4]
+    me = await server.call("GET", "api/v1/me")
+    assert me.json()["environment"] == "train"
