@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 from traitlets import Dict, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 
-from nbguard.errors import ConfigError
+from nbguard.errors import ConfigError, NBGuardError
 from nbguard.policy import EntityRef
 
 #: Where the service listens when JupyterHub does not say (JUPYTERHUB_SERVICE_URL).
@@ -610,7 +610,18 @@ class GuardService(Application):  # type: ignore[misc]
             self.log.warning("nbguard guard: no event loop yet; the witness cross-check waits")
         else:
             self.witness_checker.start()
+            # The review index catches up with the ledger now rather than on the
+            # first review page (a first pass over a million records takes ~30 s).
+            self._review_warmup = asyncio.get_running_loop().create_task(self._warm_review())
         return self.http_server
+
+    async def _warm_review(self) -> None:
+        from nbguard.hub_plugin.guard.review import reviewer_of
+
+        try:
+            await reviewer_of(self, self.web_app.settings).refresh()
+        except NBGuardError as error:  # the first review page retries and says so
+            self.log.warning("nbguard guard: session index not brought up to date: %s", error)
 
     def close(self) -> None:
         """Stop listening, sign the ledger's final checkpoint, release the databases."""

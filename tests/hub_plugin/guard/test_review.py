@@ -8,6 +8,7 @@ kernel-witness cell records to the guard's executions route (cell_execution).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -55,6 +56,22 @@ async def recorded_session(guard: Guard) -> tuple[Client, str]:
     )
     assert answer.status_code == 200, answer.text
     return alice, await session_of(guard, alice.name)
+
+
+async def test_index_catches_up_when_the_service_starts(guard: Guard) -> None:
+    """The service indexes the ledger in the background as it starts, before any
+    review page is asked for."""
+    settings = guard.service.web_app.settings
+    store = guard.service.ledger.store
+    for _ in range(300):
+        reviewer = settings.get("nbguard_reviewer")  # made by the warm-up: no page yet
+        with store.snapshot() as snapshot:
+            head = snapshot.last_seq()
+        if reviewer is not None and reviewer.index.indexed_seq() == head:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the review index was not brought up to date at start")
 
 
 async def test_reviewer_lists_finds_and_views_a_session(guard: Guard) -> None:
