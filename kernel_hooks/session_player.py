@@ -142,7 +142,8 @@ class SessionPlayer:
         if event["type"] == CELL:
             code = data.get("code")
             if not isinstance(code, str):
-                code = f"(code not reported by the kernel; SHA-256 {data.get('code_sha256')})"
+                why = "redacted" if "code" in data.get("redacted", ()) else "not reported"
+                code = f"(code {why}; SHA-256 {data.get('code_sha256')})"
             output = data.get("output_text") or (
                 f"(output not recorded; SHA-256 {data['output_digest']})"
                 if data.get("output_digest")

@@ -120,7 +120,9 @@ def _code_cell(number: int, event: Event) -> dict[str, Any]:
     code = data.get("code")
     if not isinstance(code, str):
         code = (
-            "# The kernel did not report this execution; the server saw code with SHA-256\n"
+            f"# Code redacted in this export; SHA-256 {data.get('code_sha256')}"
+            if "code" in data.get("redacted", ())
+            else "# The kernel did not report this execution; the server saw code with SHA-256\n"
             f"# {data.get('code_sha256')}"
         )
     outputs = []

@@ -133,6 +133,14 @@ def _event(entry: Entry, kind: Any, body: dict[str, Any]) -> Event:
             )
             if key in body
         }
+        # A redacted export keeps commitments in place of personal fields.
+        hidden = sorted(
+            path.removeprefix("body.")
+            for path in entry.get("redacted") or {}
+            if path in ("body.code", "body.output_text")
+        )
+        if hidden:
+            data["redacted"] = hidden
         count = body.get("execution_count")
         title = f"cell [{count if count is not None else ' '}] {body.get('status', 'unknown')}"
         privileged = body.get("privileged") is True

@@ -135,3 +135,21 @@ def test_replay_progress(
     assert status == 0, err
     assert "indexing [" in err
     assert len(out.read_text().splitlines()) == 25_001
+
+
+def test_replay_redacted_export(
+    story: Ledger, ledger_url: str, keypair: tuple[Path, Path], tmp_path: Path, nbguard: Run
+) -> None:
+    """A redacted export still replays and verifies; code and output are said to be
+    redacted, never shown."""
+    redacted = tmp_path / "redacted.jsonl"
+    assert nbguard("ledger", "export", ledger_url, "--redact", "-o", redacted)[0] == 0
+    out = tmp_path / "session.ipynb"
+    status, _, err = nbguard("replay", ALICE, "-s", redacted, "-o", out, "-k", keypair[1])
+    assert status == 0, err
+    document = nbformat.read(out, as_version=4)
+    nbformat.validate(document)
+    codes = [c.source for c in document.cells if c.cell_type == "code"]
+    assert all(code.startswith("# Code redacted in this export; SHA-256 ") for code in codes)
+    assert "import pandas" not in out.read_text()
+    assert document.metadata["nbguard"]["verified"] is True
