@@ -11,6 +11,7 @@ never results from another page or hidden ones.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from nbguard.hub_plugin.guard.mlflow.attributes import (
@@ -75,13 +76,16 @@ class RegistryOperations(LoggedModelOperations):
     async def get_model(self, args: dict[str, Any]) -> None:
         """A model with its latest versions (``model.read``)."""
         name = self.model_name(args)
-        answer = await self.upstream("GET", _REGISTRY + "get", query={"name": name})
+        # The caller's context is built while the registry answers (both are needed).
+        answer, who = await asyncio.gather(
+            self.upstream("GET", _REGISTRY + "get", query={"name": name}), self.who()
+        )
         self.relay(answer)
         found = answer.body.get("registered_model")
         if not isinstance(found, dict) or found.get("name") != name:
             raise mlflow_error(404, f"Registered Model with name={name} not found")
         attrs = self.gateway.attributes_of(found)
-        await self.decide_entity(await self.who(), "model.read", attrs.entity())
+        await self.decide_entity(who, "model.read", attrs.entity())
         self.write_json(answer.body)
 
     async def search_models(self, args: dict[str, Any]) -> None:
@@ -275,9 +279,10 @@ class RegistryOperations(LoggedModelOperations):
         """One version (``model.read`` on it)."""
         name = self.model_name(args)
         version = self.version_number(args)
-        attrs = await self.model(name)
-        found = await self.version(name, version)
-        await self.decide_entity(await self.who(), "model.read", self.version_item(attrs, found))
+        attrs, found, who = await asyncio.gather(
+            self.model(name), self.version(name, version), self.who()
+        )
+        await self.decide_entity(who, "model.read", self.version_item(attrs, found))
         self.write_json({"model_version": found})
 
     async def search_versions(self, args: dict[str, Any]) -> None:
@@ -316,9 +321,10 @@ class RegistryOperations(LoggedModelOperations):
     async def _version_call(self, args: dict[str, Any], action: str, method: str, end: str) -> None:
         name = self.model_name(args)
         version = self.version_number(args)
-        attrs = await self.model(name)
-        found = await self.version(name, version)
-        await self.decide_entity(await self.who(), action, self.version_item(attrs, found))
+        attrs, found, who = await asyncio.gather(
+            self.model(name), self.version(name, version), self.who()
+        )
+        await self.decide_entity(who, action, self.version_item(attrs, found))
         call = {"name": name, "version": version}
         if method == "GET":
             self.answer(await self.upstream(method, _VERSIONS + end, query=call))
