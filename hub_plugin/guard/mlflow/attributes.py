@@ -151,8 +151,12 @@ class ModelAttributes:
 def version_environment(
     stage: str, aliases: Iterable[str], model_environment: str, settings: ModelSettings
 ) -> str:
-    """Where a version is deployed: prod for Production or a prod alias, test for Staging."""
-    if stage == "Production" or settings.prod_aliases & set(aliases):
+    """Where a version is deployed: prod for Production or a prod alias, test for Staging.
+
+    Aliases compare without case, so ``Champion`` cannot slip past ``champion``.
+    """
+    prod = {a.lower() for a in settings.prod_aliases}
+    if stage == "Production" or prod & {a.lower() for a in aliases}:
         return "prod"
     if stage == "Staging":
         return "test"

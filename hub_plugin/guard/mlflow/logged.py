@@ -73,9 +73,10 @@ def logged_model_id(source: Any, model_id: Any) -> str:
     """The logged model a version's ``source`` (and ``model_id``) names, "" if none."""
     found = ""
     if isinstance(source, str):
-        match = _SOURCE.fullmatch(source) or _LOCATION.fullmatch(source)
-        if match:
-            found = match.group(match.lastindex or 1)
+        if match := _SOURCE.fullmatch(source):
+            found = match.group(1)
+        elif match := _LOCATION.fullmatch(source):
+            found = match.group(2)
     if model_id not in (None, "") and model_id != found:
         return ""
     return found
