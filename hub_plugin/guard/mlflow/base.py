@@ -213,12 +213,20 @@ class MLflowHandlerBase(APIHandler):
         return decision
 
     def allowed(self, who: CallerContext, action: str, item: dict[str, Any]) -> bool:
-        """Whether ``action`` on ``item`` is allowed now (asked, not recorded: listings)."""
+        """Whether ``action`` on ``item`` is allowed now (asked, not recorded: listings).
+
+        An entity the policy cannot take (a name made outside the gateway that breaks
+        its rules, say) is not allowed: hidden from a listing, not an error for it.
+        """
         if who.locks:
             return False
-        self.guard.engine.upsert_entities([item])
-        ref = EntityRef.from_cedar(item["uid"])
-        return self.guard.engine.decide(who.principal, action, ref, who.context).allowed
+        try:
+            self.guard.engine.upsert_entities([item])
+            ref = EntityRef.from_cedar(item["uid"])
+            return self.guard.engine.decide(who.principal, action, ref, who.context).allowed
+        except NBGuardError as error:
+            self.guard.log.warning("nbguard guard: model %s hidden: %s", item.get("uid"), error)
+            return False
 
     async def require_admin_for_tags(self, who: CallerContext) -> None:
         """Changing a reserved tag: only callers the policy lets administer the guard."""

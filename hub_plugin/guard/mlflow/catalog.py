@@ -56,9 +56,13 @@ class ModelListHandler(APIHandler):
             if not isinstance(found, dict) or who.locks:
                 continue
             attrs = gateway.attributes_of(found)
-            item = attrs.entity()
-            self.guard.engine.upsert_entities([item])
-            if not self._allowed(who, "model.list", attrs.name):
+            try:
+                self.guard.engine.upsert_entities([attrs.entity()])
+                listed = self._allowed(who, "model.list", attrs.name)
+            except NBGuardError as error:  # a name the policy cannot take: hidden
+                self.guard.log.warning("nbguard guard: model hidden: %s", error)
+                listed = False
+            if not listed:
                 continue
             models.append(
                 {
