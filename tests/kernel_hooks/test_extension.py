@@ -32,8 +32,11 @@ def environment_with_data_files(prefix: Path) -> Path:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for target, sources in config["tool"]["setuptools"]["data-files"].items():
         (prefix / target).mkdir(parents=True, exist_ok=True)
-        for source in sources:
-            shutil.copy(ROOT / source, prefix / target / Path(source).name)
+        for source in sources:  # setuptools takes each entry as a glob pattern
+            matched = sorted(ROOT.glob(source))
+            assert matched, f"data file {source} matches nothing"
+            for path in matched:
+                shutil.copy(path, prefix / target / path.name)
     return prefix / "bin" / "python"
 
 
