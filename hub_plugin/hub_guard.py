@@ -10,7 +10,10 @@ policy engine and the ledger keep their own sections (``c.PolicyEngine``,
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import weakref
 from typing import Any
 
 from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, default, validate
@@ -242,6 +245,10 @@ class NBGuard(LoggingConfigurable):
         self.store = MFAStore(self.mfa_db_url, self.secrets)
         self.engine = PolicyEngine(parent=self)
         self.ledger = open_configured_ledger(self)
+        # JupyterHub gives an authenticator no shutdown hook. Its own exit handling
+        # stops the servers (recording their stops) before the interpreter exits, so
+        # closing then signs a final checkpoint over every record the hub wrote.
+        atexit.register(_close_at_exit, weakref.ref(self))
         if not self.proxies.networks:
             self.log.info(
                 "NBGuard.trusted_proxies is empty: client addresses are TCP peers "
@@ -264,3 +271,14 @@ class NBGuard(LoggingConfigurable):
         self.store.close()
         if getattr(self, "_elevations", None) is not None:
             self._elevations.close()
+
+
+def _close_at_exit(ref: weakref.ref[NBGuard]) -> None:
+    """Close an NBGuard still alive when the hub process exits; never raise."""
+    guard = ref()
+    if guard is None:
+        return
+    try:
+        guard.close()
+    except Exception:  # exiting anyway: say so, do not mask the exit
+        logging.getLogger(__name__).exception("nbguard: closing at exit failed")

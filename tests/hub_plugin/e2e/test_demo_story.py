@@ -3,8 +3,12 @@
 Alice signs in with TOTP, spawns, reads an allowed dataset from a notebook, is
 denied another team's dataset with the reason and where to ask, asks for a grant;
 bob approves it; alice reads it; every cell she ran is in the ledger from both
-witnesses (kernel hooks and server extension); ``nbguard verify`` passes on the
-ledger and fails on a tampered copy.
+witnesses (kernel hooks and server extension); carol (reviewer) finds the
+session, steps to the cell alice ran under the grant, sees the denial, the
+approval and that the ledger verifies, and exports it as a notebook, while alice
+may not open the review pages; with the hub stopped, ``nbguard verify`` passes,
+``nbguard replay`` writes the same session from the ledger file, and a tampered
+copy fails verification.
 
 The hub is ``nbguard demo`` with the packaged config; the users' servers see the
 user zone's two data files as a wheel install would (``user_zone_hub_config.py``).
@@ -22,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
@@ -121,11 +126,10 @@ def ledger_records(hub: RunningHub) -> list[dict[str, Any]]:
     return [line for line in lines if line.get("type") == "record"]
 
 
-def verify(hub_state_db: Path, key: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Run ``nbguard verify`` on a ledger database."""
+def nbguard(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the ``nbguard`` command of this environment."""
     return subprocess.run(
-        [str(Path(sys.executable).with_name("nbguard")), "verify", str(hub_state_db),
-         "--key", str(key), *extra],
+        [str(Path(sys.executable).with_name("nbguard")), *map(str, args)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -142,8 +146,46 @@ def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
         time.sleep(1)
 
 
-def test_the_demo_story(browser: Browser, story_hub: RunningHub) -> None:
-    """Alice reads, is denied, asks; bob approves; alice reads; the ledger holds it all and verifies."""
+def review_session(carol: Person, tmp_path: Path) -> tuple[str, list[str]]:
+    """Carol replays alice's session on the review pages and exports it: (session, code cells)."""
+    page = carol.page
+    page.goto(f"{GUARD}review?user=alice")
+    rows = page.locator("#nbguard-review-sessions tr[data-session]")
+    expect(rows.first).to_be_visible()
+    session = rows.first.get_attribute("data-session")
+    assert session is not None
+    assert re.fullmatch(r"[0-9a-f]{32}", session), session
+    rows.first.locator("a").click()
+    expect(page.locator("#nbguard-integrity")).to_have_attribute("data-integrity", "verified")
+    current = page.locator("#nbguard-player-current")
+    expect(current).to_contain_text("nbguard://sales/2025.csv")
+    page.keyboard.press("n")  # the player's key for the next cell: the refused read
+    expect(current).to_contain_text("nbguard://claims/2025.csv")
+    expect(current.locator(".badge", has_text="privileged")).to_have_count(0)
+    page.keyboard.press("v")  # the next privileged cell: the read under bob's grant
+    expect(current).to_contain_text("nbguard://claims/2025.csv")
+    expect(current.locator(".badge", has_text="privileged")).to_have_count(1)
+    timeline = page.locator("#nbguard-timeline")
+    expect(timeline).to_contain_text("dataset.read on dataset:claims: denied")
+    expect(timeline).to_contain_text("bob")
+    carol.keep_screenshot("4-review")
+
+    with page.expect_download() as download:
+        page.click("#nbguard-export button[value=ipynb]")
+    saved = tmp_path / "from-page.ipynb"
+    download.value.save_as(saved)
+    document = nbformat.read(saved, as_version=4)
+    nbformat.validate(document)
+    assert document.metadata["nbguard"]["session"] == session
+    assert document.metadata["nbguard"]["verified"] is True
+    sources = [c.source for c in document.cells if c.cell_type == "code"]
+    assert sum("nbguard://claims/2025.csv" in s for s in sources) == 2
+    return session, sources
+
+
+def test_the_demo_story(browser: Browser, story_hub: RunningHub, tmp_path: Path) -> None:
+    """Alice reads, is denied, asks; bob approves; alice reads; carol replays and exports the
+    session; the ledger holds it all, verifies and replays offline; a tampered copy fails."""
     alice = Person(browser, story_hub, "alice")
     bob = Person(browser, story_hub, "bob")
 
@@ -222,13 +264,37 @@ def test_the_demo_story(browser: Browser, story_hub: RunningHub) -> None:
     alerts = [r for r in records if r["record"]["kind"] == "alert"]
     assert alerts == [], alerts  # both witnesses agreed
 
-    # Stopped hub: the ledger verifies; a copy with one altered record does not.
+    # Carol, a reviewer, replays the session; alice may not.
+    carol = Person(browser, story_hub, "carol")
+    carol.sign_in()
+    session, sources = review_session(carol, tmp_path)
+    refused = alice.context.new_page()
+    refused.goto(f"{GUARD}review")
+    expect(refused.locator("#nbguard-error")).to_be_visible()
+    expect(refused.locator("#nbguard-review-sessions")).to_have_count(0)
+    reviews = [
+        r["record"]["body"] for r in ledger_records(story_hub)
+        if r["record"]["kind"] == "review" and r["record"]["actor"] == "carol"
+    ]  # fmt: skip
+    assert [(b["action"], b.get("format")) for b in reviews][-1] == ("export", "ipynb")
+
+    # Stopped hub: the ledger verifies and replays offline; a copy with one altered
+    # record does not verify.
     assert story_hub.stop() == 0
     state = story_hub.state
-    good = verify(state.ledger_db, state.ledger_public_key_file,
-                  "--witness", str(state.ledger_witness_file))  # fmt: skip
+    good = nbguard("verify", state.ledger_db, "--key", state.ledger_public_key_file,
+                   "--witness", state.ledger_witness_file)  # fmt: skip
     assert good.returncode == 0, good.stdout + good.stderr
     assert good.stdout.startswith("OK:")
+    out = tmp_path / "replayed.ipynb"
+    done = nbguard("replay", session, "--source", state.ledger_db, "-o", out,
+                   "--key", state.ledger_public_key_file)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    replayed = nbformat.read(out, as_version=4)
+    nbformat.validate(replayed)
+    assert replayed.metadata["nbguard"]["verified"] is True
+    assert [c.source for c in replayed.cells if c.cell_type == "code"] == sources
+
     tampered = state.root.parent / "tampered.sqlite"
     with sqlite3.connect(state.ledger_db) as source, sqlite3.connect(tampered) as copy:
         source.backup(copy)
@@ -241,6 +307,6 @@ def test_the_demo_story(browser: Browser, story_hub: RunningHub) -> None:
             "where seq = ?", (seq,),
         ).rowcount  # fmt: skip
     assert changed == 1
-    bad = verify(tampered, state.ledger_public_key_file)
+    bad = nbguard("verify", tampered, "--key", state.ledger_public_key_file)
     assert bad.returncode != 0
     assert f"record {seq}" in bad.stdout + bad.stderr
