@@ -27,13 +27,12 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
+from ..chromium import launch_chromium
 from ..server_extension.guard_process import GuardProcess, SpawnedServer, running_guard
 
 ROOT = Path(__file__).resolve().parents[2]
 PREBUILT = ROOT / "labextension" / "nbguard"
 ARTIFACTS = ROOT / "test-artifacts" / "labextension"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"]
 
 
 def free_port() -> int:
@@ -188,9 +187,7 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture(scope="session")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Debian's Chromium (Playwright cannot download its own here)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test does)")
-    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    chromium = launch_chromium(playwright)
     yield chromium
     chromium.close()
 

@@ -29,18 +29,11 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from nbguard.cli.demo import DemoState, hub_answers
 
+from ...chromium import launch_chromium
+
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts"
 PLAIN_CONFIG = Path(__file__).with_name("plain_hub_config.py")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # chromium refuses to run as root with its sandbox
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 #: Seconds a hub gets to answer /hub/health (it imports JupyterHub, migrates its DB).
 START_TIMEOUT = 90.0
 #: Seconds the launcher gets to stop the hub, its proxy and servers after a signal.
@@ -204,12 +197,7 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Debian's headless Chromium (Playwright cannot download its own here)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test does)")
-    # Playwright gives every launch a fresh temporary --user-data-dir.
-    chromium = playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-    )
+    chromium = launch_chromium(playwright)
     yield chromium
     chromium.close()
 
