@@ -174,6 +174,16 @@ class CatalogHandler(GuardProxyHandler):
         await self.forward("GET", "api/v1/datasets")
 
 
+class ModelsHandler(GuardProxyHandler):
+    """``GET /nbguard/api/models``: the registered models I may see, with what I may do now."""
+
+    @authorized
+    async def get(self) -> None:
+        """The guard's ``api/v1/models`` (``max_results``, ``page_token`` passed on); its
+        404 when the guard fronts no model registry."""
+        await self.forward("GET", "api/v1/models", params=self.query("max_results", "page_token"))
+
+
 class GrantsHandler(GuardProxyHandler):
     """``GET /nbguard/api/grants``: my grants."""
 
@@ -202,6 +212,7 @@ class RequestsHandler(GuardProxyHandler):
 ROUTES: list[tuple[str, type[GuardProxyHandler]]] = [
     ("nbguard/api/context", ContextHandler),
     ("nbguard/api/catalog", CatalogHandler),
+    ("nbguard/api/models", ModelsHandler),
     ("nbguard/api/grants", GrantsHandler),
     ("nbguard/api/requests", RequestsHandler),
 ]
