@@ -15,6 +15,7 @@ from typing import Any
 
 from nbguard.cli.ledger import _bar, _database_url, _progress_option, key_option
 from nbguard.errors import ConfigError
+from nbguard.ledger.ledger import DEFAULT_LEDGER_FILE
 
 EXIT_OK = 0
 EXIT_BROKEN = 1
@@ -33,9 +34,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     replay.add_argument(
         "-s",
         "--source",
-        required=True,
+        default=DEFAULT_LEDGER_FILE,
         metavar="SOURCE",
-        help="the ledger: database URL, SQLite file, or JSONL export",
+        help="the ledger: database URL, SQLite file, or JSONL export (default: "
+        f"{DEFAULT_LEDGER_FILE}, where a hub without Ledger.url records)",
     )
     replay.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     replay.add_argument(

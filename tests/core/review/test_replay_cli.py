@@ -153,3 +153,25 @@ def test_replay_redacted_export(
     assert all(code.startswith("# Code redacted in this export; SHA-256 ") for code in codes)
     assert "import pandas" not in out.read_text()
     assert document.metadata["nbguard"]["verified"] is True
+
+
+def test_replay_reads_the_default_ledger_file(
+    story: Ledger, tmp_path: Path, nbguard: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --source, replay reads nbguard-ledger.sqlite in the working directory (where a
+    hub without Ledger.url records), and says clearly when there is none."""
+    workdir = tmp_path / "hub"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    status, _, err = nbguard("replay", ALICE, "-o", "session.ipynb")
+    assert status == 2
+    assert "nbguard-ledger.sqlite" in err
+    assert "Traceback" not in err
+    with (
+        sqlite3.connect(tmp_path / "ledger.db") as source,
+        sqlite3.connect(workdir / "nbguard-ledger.sqlite") as copy,
+    ):
+        source.backup(copy)
+    status, _, err = nbguard("replay", ALICE, "-o", "session.ipynb")
+    assert status == 0, err
+    nbformat.validate(nbformat.read(workdir / "session.ipynb", as_version=4))
