@@ -75,7 +75,11 @@ def notebook(page: Page, lab: LabServer, name: str) -> Locator:
     made = lab.api("PUT", f"api/contents/{name}", json={"type": "notebook", "content": content})
     assert made.status_code in (200, 201), made.text
     page.goto(f"{lab.url}lab/tree/{name}")
-    panel = page.locator(".jp-NotebookPanel:visible")
+    # The lab restores earlier tests' notebooks too: take the panel of the tab that is
+    # current once it is this one, not whichever notebook is visible first.
+    current = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current")
+    expect(current).to_contain_text(name, timeout=60_000)
+    panel = page.locator(f'[id="{current.get_attribute("data-id")}"]')
     expect(panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_attached(
         timeout=60_000
     )
@@ -313,7 +317,9 @@ def test_denied_cell_raises_a_notification(page: Page, lab: LabServer) -> None:
     cells = notebook(page, lab, "denied.ipynb")
     open_panel(page)
     run_cell(cells, page, 'import pandas as pd\npd.read_csv("nbguard://ledger-prod/all.csv")')
-    expect(cells.locator(".jp-OutputArea-output")).to_contain_text("GuardPermissionError")
+    expect(cells.locator(".jp-OutputArea-output")).to_contain_text(
+        "GuardPermissionError", timeout=60_000
+    )
     toast = page.locator(".Toastify__toast").filter(has_text="nbguard denied")
     expect(toast).to_be_visible()
     expect(toast.get_by_role("button", name="Ask for access")).to_be_visible()
@@ -337,7 +343,9 @@ def test_denied_cell_offers_the_guards_step_up_page(
     try:
         cells = notebook(page, lab, "step-up.ipynb")
         run_cell(cells, page, 'import pandas as pd\npd.read_csv("nbguard://sales/any.csv")')
-        expect(cells.locator(".jp-OutputArea-output")).to_contain_text("second factor")
+        expect(cells.locator(".jp-OutputArea-output")).to_contain_text(
+            "second factor", timeout=60_000
+        )
         button = toast(page, "nbguard denied").get_by_role("button", name="Step up")
         with page.context.expect_page() as opened:
             button.click()
