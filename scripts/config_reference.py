@@ -15,7 +15,9 @@ import inspect
 import pkgutil
 import sys
 from pathlib import Path
+from typing import Any
 
+from traitlets import HasTraits
 from traitlets.config import Configurable
 
 import nbguard
@@ -62,13 +64,27 @@ def configurable_classes() -> list[type[Configurable]]:
     return [found[name] for name in sorted(found)]
 
 
+def own_traits(cls: type[Configurable]) -> dict[str, Any]:
+    """The class's configurable traits: its own, and those of settings mixins it takes
+    in (HasTraits classes that are not Configurable, so have no section of their own)."""
+    traits: dict[str, Any] = {}
+    for base in cls.__mro__:
+        if base is cls or (
+            issubclass(base, HasTraits)
+            and not issubclass(base, Configurable)
+            and base.__module__.startswith("nbguard.")
+        ):
+            traits.update(base.class_own_traits(config=True))
+    return traits
+
+
 def render_class(cls: type[Configurable]) -> str:
     """One section: the class, its summary, and each configurable trait with its help."""
     doc = inspect.getdoc(cls) or ""
     lines = [f"## `{cls.__name__}`", "", f"`{cls.__module__}.{cls.__qualname__}`", ""]
     if doc:
         lines += [doc.split("\n\n")[0], ""]
-    traits = cls.class_own_traits(config=True)
+    traits = own_traits(cls)
     for name in sorted(traits):
         trait = traits[name]
         default = trait.default_value_repr()

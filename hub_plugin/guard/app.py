@@ -22,13 +22,14 @@ from traitlets import Dict, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 
 from nbguard.errors import ConfigError, NBGuardError
+from nbguard.hub_plugin.guard.mlflow.settings import MLflowSettings
 from nbguard.policy import EntityRef
 
 #: Where the service listens when JupyterHub does not say (JUPYTERHUB_SERVICE_URL).
 DEFAULT_URL = "http://127.0.0.1:10101"
 
 
-class GuardService(Application):  # type: ignore[misc]
+class GuardService(MLflowSettings, Application):  # type: ignore[misc]
     """nbguard's guard service: policy decisions, dataset broker, elevation, revocation."""
 
     name = "nbguard-guard"
@@ -203,88 +204,6 @@ class GuardService(Application):  # type: ignore[misc]
         counting in its Jupyter permissions within this time at the latest.""",
     ).tag(config=True)
 
-    mlflow_tracking_uri = Unicode(
-        "",
-        help="""The MLflow tracking server the model-registry gateway fronts, e.g.
-        ``http://mlflow.internal:5000`` (started with ``--serve-artifacts``).
-
-        Empty (the default): no gateway; ``<prefix>mlflow/...`` answers 404. When set,
-        notebooks reach the registry only through the guard service
-        (``MLFLOW_TRACKING_URI`` is set by the spawner), every call is decided and
-        recorded, and the service calls this server with its own credentials
-        (``mlflow_token_file`` or ``mlflow_basic_auth_file``). Users must not be able
-        to reach this server directly (keep it on the hub's network). See
-        docs/model-registry.md.""",
-    ).tag(config=True)
-
-    mlflow_token_file = Unicode(
-        "",
-        help="""File holding the bearer token the gateway sends to the tracking server
-        (``Authorization: Bearer ...``). Empty: none. Readable by the service's OS
-        user only; never sent to the user zone. Exclusive with
-        ``mlflow_basic_auth_file``.""",
-    ).tag(config=True)
-
-    mlflow_basic_auth_file = Unicode(
-        "",
-        help="""File holding ``user:password`` for the tracking server's basic auth
-        (MLflow's ``basic-auth`` app). Empty: none. Exclusive with
-        ``mlflow_token_file``.""",
-    ).tag(config=True)
-
-    mlflow_timeout = Float(
-        30.0,
-        help="""Seconds the gateway waits for the tracking server to connect and answer a
-        metadata call (artifact transfers may take longer). A server that does not
-        answer in time is reported to the client as 503 ``TEMPORARILY_UNAVAILABLE``.""",
-    ).tag(config=True)
-
-    mlflow_cache_seconds = Float(
-        5.0,
-        help="""Seconds a registered model's policy attributes (its ``nbguard.*`` tags) are
-        cached by each replica (default 5). The gateway forgets a model at once when it
-        changes the model's tags itself; a change made by another replica or directly
-        in MLflow counts after at most this long. 0: read them on every call.""",
-    ).tag(config=True)
-
-    mlflow_default_sensitivity = Unicode(
-        "confidential",
-        help="""Sensitivity of a model created through the gateway (its
-        ``nbguard.sensitivity`` tag), and of one without the tag. An admin changes a
-        model's sensitivity by setting the tag (only ``guard.admin`` may) or in
-        ``mlflow_models``.""",
-    ).tag(config=True)
-
-    mlflow_default_environment = Unicode(
-        "train",
-        help="""Environment of a model created through the gateway (``nbguard.environment``)
-        and of one without the tag. A version's environment follows its stage and
-        aliases: ``Production`` or an alias in ``mlflow_prod_aliases`` is ``prod``,
-        ``Staging`` is ``test``.""",
-    ).tag(config=True)
-
-    mlflow_default_team = Unicode(
-        "unassigned",
-        help="""Team of a model without an ``nbguard.team`` tag (one created outside the
-        gateway). A model created through the gateway belongs to its creator's first
-        team (sorted by name).""",
-    ).tag(config=True)
-
-    mlflow_prod_aliases = List(
-        Unicode(),
-        default_value=["champion", "production", "prod"],
-        help="""Aliases that put a version in ``prod``: setting one is a promotion to prod
-        (fresh MFA, a grant, never by the version's registrant, in the default
-        policies).""",
-    ).tag(config=True)
-
-    mlflow_models = Dict(
-        help="""Policy attributes per registered model, over its tags:
-        ``{"fraud": {"team": "risk", "sensitivity": "restricted", "environment": "prod",
-        "owner": "bob"}}`` (each key optional). For models whose attributes an admin
-        keeps in configuration rather than in the registry.""",
-    ).tag(config=True)
-
     @default("entitlement_key_file")
     def _default_entitlement_key_file(self) -> str:
         from sqlalchemy.engine import make_url
@@ -315,19 +234,6 @@ class GuardService(Application):  # type: ignore[misc]
         low = 0.0 if name == "witness_grace_seconds" else 0.1
         if not value >= low:
             raise ConfigError(f"GuardService.{name} must be at least {low:g}, not {value}")
-        return value
-
-    @validate("mlflow_default_sensitivity", "mlflow_default_environment")
-    def _mlflow_vocabulary(self, proposal: Any) -> str:
-        from nbguard.policy.vocabulary import ENVIRONMENTS, SENSITIVITIES
-
-        name = proposal["trait"].name
-        choices = SENSITIVITIES if name.endswith("sensitivity") else ENVIRONMENTS
-        value = str(proposal["value"])
-        if value not in choices:
-            raise ConfigError(
-                f"GuardService.{name} must be one of {', '.join(choices)}, not {value!r}"
-            )
         return value
 
     @validate("max_upload_bytes", "stream_chunk_bytes")
@@ -440,7 +346,7 @@ class GuardService(Application):  # type: ignore[misc]
 
         self.notifier = Notifier(self.webhook_url, log=self.log)
         self.witness_checker = WitnessChecker(self)
-        self.mlflow = self._model_gateway()
+        self.mlflow = self.model_gateway()
         from nbguard.entitlements import EntitlementSigner, load_or_create_key
 
         self.entitlements = EntitlementSigner(
@@ -454,28 +360,6 @@ class GuardService(Application):  # type: ignore[misc]
             self.entitlements.key_id,
             self.entitlement_key_file,
         )
-
-    def _model_gateway(self) -> Any:
-        """The MLflow gateway's state, or None when no tracking server is configured."""
-        if not self.mlflow_tracking_uri:
-            return None
-        from nbguard.hub_plugin.guard.mlflow.attributes import ModelSettings
-        from nbguard.hub_plugin.guard.mlflow.gateway import ModelGateway
-        from nbguard.hub_plugin.guard.mlflow.upstream import MLflowUpstream, read_credentials
-
-        authorization = read_credentials(self.mlflow_token_file, self.mlflow_basic_auth_file)
-        upstream = MLflowUpstream(
-            self.mlflow_tracking_uri, authorization=authorization, timeout=self.mlflow_timeout
-        )
-        settings = ModelSettings(
-            default_sensitivity=self.mlflow_default_sensitivity,
-            default_environment=self.mlflow_default_environment,
-            default_team=self.mlflow_default_team,
-            prod_aliases=frozenset(self.mlflow_prod_aliases),
-            models=dict(self.mlflow_models),
-        )
-        self.log.info("nbguard guard: model registry gateway to %s", self.mlflow_tracking_uri)
-        return ModelGateway(upstream, settings, cache_seconds=self.mlflow_cache_seconds)
 
     def _check_ledger_apart(self) -> None:
         """ConfigError if the ledger is the service's own SQLite file.
@@ -537,69 +421,12 @@ class GuardService(Application):  # type: ignore[misc]
 
     # -- running ------------------------------------------------------------------------------
 
-    def make_web_app(self) -> Any:
-        """The tornado application with every route under the service prefix."""
-        from jupyterhub.services.auth import HubOAuth
-        from tornado import web
-
-        from nbguard.hub_plugin.guard.routes import routes
-
-        self.hub_auth = HubOAuth(
-            api_url=self.hub_api_url,
-            api_token=self.api_token,
-            base_url=self.service_prefix,
-            hub_prefix=f"{self.hub_base_url}hub/",
-            cache_max_age=self.token_cache_seconds,
-            access_scopes={f"access:services!service={self.service_name}"},
-            # The hub registers every service with a URL as OAuth client
-            # ``service-<name>``, redirecting to ``<prefix>oauth_callback``.
-            oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID")
-            or f"service-{self.service_name}",
-            oauth_redirect_uri=os.environ.get("JUPYTERHUB_OAUTH_CALLBACK_URL")
-            or f"{self.service_prefix}oauth_callback",
-            parent=self,
-        )
-        return web.Application(
-            routes(self.service_prefix),
-            nbguard_guard=self,
-            hub_auth=self.hub_auth,
-            nbguard_templates=self.page_templates(),
-            # Per process: a restart signs everyone out of the pages (the hub's
-            # own login stays, so signing in again is a redirect away).
-            cookie_secret=os.urandom(32),
-            xsrf_cookies=True,
-            log_function=self._log_request,
-        )
-
-    def page_templates(self) -> Any:
-        """The pages' Jinja environment: nbguard's templates over the hub's own, so that
-        they extend the hub's ``page.html`` (its ``template_paths`` first, if set)."""
-        from jinja2 import Environment, FileSystemLoader
-        from jupyterhub._data import DATA_FILES_PATH
-
-        hub_paths = list(self.config.get("JupyterHub", {}).get("template_paths", []) or [])
-        paths = [
-            str(Path(__file__).with_name("templates")),
-            *hub_paths,
-            str(Path(DATA_FILES_PATH) / "templates"),
-        ]
-        return Environment(loader=FileSystemLoader(paths), autoescape=True)
-
-    def _log_request(self, handler: Any) -> None:
-        status = handler.get_status()
-        log = self.log.warning if status >= 400 else self.log.debug
-        log(
-            "%d %s %s %.1fms",
-            status,
-            handler.request.method,
-            handler.request.path,
-            1000 * handler.request.request_time(),
-        )
-
     def listen(self) -> Any:
         """Start listening on ``service_url``; return the HTTP server."""
+        from nbguard.hub_plugin.guard.web import make_web_app
+
         url = urlparse(self.service_url)
-        self.web_app = self.make_web_app()
+        self.web_app = make_web_app(self)
         self.http_server = self.web_app.listen(
             url.port or 80, url.hostname or "127.0.0.1", xheaders=False
         )
