@@ -125,9 +125,11 @@ class NBGuardExtension(ExtensionApp):
 
         Open kernel websockets stop forwarding execution requests (and close) as
         soon as the cached entitlement no longer allows execution, without waiting
-        on the network; these checks keep that cache current, so that a lock or a
-        lost permission reaches open notebooks within this interval (after the
-        guard's answer changes). Default 15 seconds.
+        on the network. Each check asks the guard anew once the entitlement is
+        within ``entitlement_refresh_margin`` of its expiry, so a lock or a lost
+        permission reaches open notebooks at the next renewal: within the guard's
+        ``GuardService.entitlement_ttl`` (default 300 s) plus this interval.
+        Default 15 seconds.
         """,
     ).tag(config=True)
 

@@ -14,10 +14,11 @@ fails closed. When the guard refuses (401/403: a lock, a revoked token), the
 cached entitlement is dropped at once; when the guard cannot be reached, the
 cached one serves until it expires.
 
-From its first use on, the cache also refreshes itself in the background every
-``check_interval`` seconds, so that open kernel websockets, which check it
-without waiting on the network (:meth:`allows_now`), see a lock or a lost
-permission within one interval.
+From its first use on, the cache also checks itself in the background every
+``check_interval`` seconds (fetching anew when due), so that open kernel
+websockets, which consult it without waiting on the network
+(:meth:`allows_now`), see a lock or a lost permission at the next renewal, even
+while nothing else asks.
 
 The token is verified here because the answer crosses the network; the guard
 stays the one that decides.
