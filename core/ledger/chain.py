@@ -1,49 +1,55 @@
-"""The hash chain: record hashes, commitments, and checking stored records against them.
+"""The hash chain: record hashes, personal commitments, and checking stored records.
 
 This module holds what verification runs for every record, and nothing heavier:
 it imports no database layer and no schema machinery, so that a verification
-worker process (``nbguard.ledger.verify_worker``) starts in a few milliseconds.
+helper process (``python -m nbguard.ledger.ranges``) starts in a few milliseconds.
 The bytes are specified in ``docs/ledger-format.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 from collections.abc import Container, Iterable, Sequence
-from typing import Any, NamedTuple
-
-from nbguard.ledger.canonical import encode, encode_text
+from typing import NamedTuple
 
 #: The ``prev`` of the first record.
 GENESIS_HASH = "0" * 64
 
 _sha256 = hashlib.sha256
-_parse = json.JSONDecoder().decode
+#: A commitment or record hash: 64 lowercase hex digits.
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-def seal(seq: int, prev: str, core: bytes, commitments: bytes) -> str:
-    """Return the hex record hash of record ``seq`` chained after ``prev``."""
+def seal(seq: int, prev: str, core: bytes, commitment: str) -> str:
+    """Return the hex record hash of record ``seq`` chained after ``prev``.
+
+    ``commitment`` is the record's personal commitment, 64 lowercase hex digits
+    (see :func:`is_digest`); anything else raises ValueError, so that no caller
+    can slip JSON syntax into the hashed bytes.
+    """
+    # Cheap where it runs for every append; hex by construction on that path.
+    if len(commitment) != 64 or not (commitment.isascii() and commitment.isalnum()):
+        raise ValueError("a personal commitment is 64 hex digits")
     return _sha256(
-        b'{"personal":%b,"prev":"%b","record":%b,"seq":%d}'
-        % (commitments, prev.encode(), core, seq)
+        b'{"personal":"%b","prev":"%b","record":%b,"seq":%d}'
+        % (commitment.encode(), prev.encode(), core, seq)
     ).hexdigest()
 
 
-def commitment(path: Any, salt: Any, value: Any) -> str:
-    """Return the hex SHA-256 commitment to one personal field's value.
+def is_digest(value: object) -> bool:
+    """Whether ``value`` is a hex SHA-256 digest as the ledger writes them (64 lowercase)."""
+    return type(value) is str and _DIGEST.fullmatch(value) is not None
 
-    The hashed bytes are the canonical JSON of ``{"path": ..., "salt": ..., "value": ...}``,
-    assembled directly (keys already in order).
+
+def commitment_of(personal: str | bytes) -> str:
+    """Return the hex SHA-256 commitment to a record's stored personal part.
+
+    The stored personal part is the canonical JSON the commitment hashes, so it is
+    hashed as it stands: if the record hash then matches, the stored bytes are
+    exactly the ones committed to.
     """
-    # Strings, the usual case, skip the general encoder; anything else (even a
-    # tampered non-string path or salt) is encoded canonically all the same.
-    text = (
-        '{"path":' + (encode_text(path) if type(path) is str else encode(path))
-        + ',"salt":' + (encode_text(salt) if type(salt) is str else encode(salt))
-        + ',"value":' + (encode_text(value) if type(value) is str else encode(value)) + "}"
-    )  # fmt: skip
-    return _sha256(text.encode("utf-8")).hexdigest()
+    return _sha256(personal.encode() if isinstance(personal, str) else personal).hexdigest()
 
 
 class ChainEntry(NamedTuple):
@@ -52,101 +58,8 @@ class ChainEntry(NamedTuple):
     seq: int
     prev: str | None
     core: bytes
-    commitments: bytes
+    commitment: str
     hash: str
-
-
-# -- the stored personal part ---------------------------------------------------------
-#
-# Stored form: each personal field's commitment preimage, one per line, exactly as
-# hashed. Older databases hold a JSON array of [path, salt, value] instead.
-
-#: ``{"path":"actor"`` (a stored line up to its salt) -> ``"actor"`` (its key in the map).
-_keys: dict[bytes, bytes] = {}
-_MAX_KEYS = 4096
-_LINE_START = b'{"path":"'
-_SALT = b',"salt":'
-
-
-def _plain_key(prefix: bytes) -> bytes | None:
-    """Return the map key of a stored line's prefix, or None if it is not a plain string.
-
-    A key is taken from the stored text as it stands only when it is a JSON string
-    with no quote or backslash inside, so that the commitments map splits back into
-    keys and digests one way only: a tampered line cannot pose as two entries.
-    """
-    key = prefix[8:]
-    if (
-        not prefix.startswith(_LINE_START)
-        or len(key) < 2
-        or key[-1:] != b'"'
-        or b'"' in key[1:-1]
-        or b"\\" in key
-        or b"\n" in key
-    ):
-        return None
-    if len(_keys) < _MAX_KEYS:  # bounded: tampered rows could bring endless variants
-        _keys[prefix] = key
-    return key
-
-
-def stored_commitments(personal: bytes | None) -> bytes:
-    """Return the canonical ``{path: commitment}`` map of a stored personal part (UTF-8).
-
-    Lines of the current form are hashed as they are stored: if the record hash
-    then matches, the stored bytes are exactly the ones committed to. Lines that
-    do not have the plain form, and the older JSON-array form, are parsed and
-    re-encoded. Raises ValueError or TypeError if the text cannot be read at all
-    (verification reports that as an altered record).
-    """
-    if not personal:
-        return b"{}"
-    if personal[:1] == b"[":
-        entries = _parse(personal.decode())
-        return _commitment_map([(path, salt, value) for path, salt, value in entries])
-    items = []
-    keys = _keys
-    for line in personal.split(b"\n"):
-        prefix = line[: line.find(_SALT, 8)]
-        key = keys.get(prefix) or _plain_key(prefix)
-        if key is None:
-            path, salt, value = _entry(line.decode())
-            items.append(
-                b'%b:"%b"' % (encode(path).encode(), commitment(path, salt, value).encode())
-            )
-        else:
-            items.append(key + b':"' + _sha256(line).hexdigest().encode() + b'"')
-    return b"{" + b",".join(items) + b"}"
-
-
-def commitments_of(personal: str | None) -> bytes:
-    """Like :func:`stored_commitments`, for a personal part read as text."""
-    return stored_commitments(personal.encode() if personal else None)
-
-
-def personal_entries(personal: str | None) -> list[tuple[Any, Any, Any]]:
-    """Return ``(path, salt, value)`` of each personal field in a stored personal part.
-
-    Reads both storage forms; raises ValueError if the text is neither.
-    """
-    if not personal:
-        return []
-    if personal[0] == "[":
-        return [(path, salt, value) for path, salt, value in _parse(personal)]
-    return [_entry(line) for line in personal.split("\n")]
-
-
-def _entry(line: str) -> tuple[Any, Any, Any]:
-    data = _parse(line)
-    if type(data) is not dict or data.keys() != {"path", "salt", "value"}:
-        raise ValueError("a personal field must be an object of path, salt and value")
-    return data["path"], data["salt"], data["value"]
-
-
-def _commitment_map(entries: list[tuple[Any, Any, Any]]) -> bytes:
-    """Canonical ``{path: commitment}`` of ``(path, salt, value)`` entries sorted by path."""
-    items = [f'{encode(path)}:"{commitment(path, salt, value)}"' for path, salt, value in entries]
-    return f"{{{','.join(items)}}}".encode()
 
 
 # -- checking stored records ------------------------------------------------------------
@@ -179,27 +92,24 @@ def check_rows(
 
     Each record is re-hashed from its stored bytes and chained after ``prev``
     (the hash of record ``first - 1``). Stops at the first problem: a missing or
-    misplaced record, an unreadable personal part, or a hash that differs.
+    misplaced record, a missing personal part, or a hash that differs.
     """
     heads: dict[int, str] = {}
     expected = first
     start_prev = prev
     sha256 = _sha256
-    commitments_of_row = stored_commitments
     prev_bytes = prev.encode()
     for seq, core, personal, stored in rows:
         if seq != expected:
             return Segment(
                 first, start_prev, expected - 1, prev, heads, order_problem(expected, seq)
             )
-        try:
-            commitments = commitments_of_row(personal)
-        except (ValueError, TypeError):
-            message = f"record {seq} was altered: its personal fields are unreadable"
+        if personal is None:
+            message = f"record {seq} was altered: its personal fields are missing"
             return Segment(first, start_prev, expected - 1, prev, heads, (seq, message))
         computed = sha256(
-            b'{"personal":%b,"prev":"%b","record":%b,"seq":%d}'
-            % (commitments, prev_bytes, core, seq)
+            b'{"personal":"%b","prev":"%b","record":%b,"seq":%d}'
+            % (sha256(personal).hexdigest().encode(), prev_bytes, core, seq)
         ).hexdigest()
         if computed != stored:
             return Segment(
@@ -237,14 +147,14 @@ def check_chunks(
                 befores = [prev.encode(), *[digest.encode() for digest in stored[:-1]]]
                 computed = [
                     sha256(
-                        b'{"personal":%b,"prev":"%b","record":%b,"seq":%d}'
-                        % (commitments, before, core, seq)
+                        b'{"personal":"%b","prev":"%b","record":%b,"seq":%d}'
+                        % (sha256(personal).hexdigest().encode(), before, core, seq)
                     ).hexdigest()
-                    for commitments, before, core, seq in zip(
-                        map(stored_commitments, personals), befores, cores, seqs, strict=True
+                    for personal, before, core, seq in zip(
+                        personals, befores, cores, seqs, strict=True
                     )
                 ]
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, AttributeError):  # unreadable rows: see below
             computed = []
         if computed != list(stored):
             segment = check_rows(rows, first=expected, prev=prev, wanted=wanted)

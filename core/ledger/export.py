@@ -3,7 +3,7 @@
 An export is one header line, then every checkpoint, then every record, each a
 canonical JSON object (``docs/ledger-format.md``). It is taken from one database
 snapshot, so it is consistent even while writers keep appending. A redacted
-export replaces each personal field by its commitment and still verifies.
+export replaces the personal fields by their commitment and still verifies.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from nbguard.ledger.schemas import SchemaRegistry
 from nbguard.ledger.store import LedgerStore
 
 EXPORT_TYPE = "nbguard.ledger.export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 
 
 def write_export(
@@ -111,7 +111,7 @@ class ExportReader:
         while data is not None:
             if data.get("type") != "record":
                 raise LedgerIntegrityError(f"{self._where()}: a checkpoint after the records")
-            core, commitments = sealed_parts(data, self._schemas)
+            core, commitment = sealed_parts(data, self._schemas)
             seq, prev, record_hash = data.get("seq"), data.get("prev"), data.get("hash")
             if (
                 type(seq) is not int
@@ -119,7 +119,7 @@ class ExportReader:
                 or not isinstance(record_hash, str)
             ):
                 raise LedgerIntegrityError(f"{self._where()}: malformed record line")
-            yield ChainEntry(seq, prev, core, commitments, record_hash)
+            yield ChainEntry(seq, prev, core, commitment, record_hash)
             data = None
             for line in self._handle:
                 self._line += 1

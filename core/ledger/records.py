@@ -2,18 +2,19 @@
 
 A record has three representations, all defined in ``docs/ledger-format.md``:
 
-* the *core*: canonical JSON of the record with every personal field removed
-  (``{"body": ..., "kind": ..., "session": ..., "time": ..., "v": ...}``);
-* the *personal part*: for each personal field present (``"actor"`` and each
-  ``"body.<name>"`` the schema marks), in path order, the canonical
-  ``{"path": ..., "salt": ..., "value": ...}`` its commitment hashes, one per line;
-* the *commitments*: ``{path: SHA-256(canonical {"path", "salt", "value"})}``.
+* the *core*: canonical JSON of the record with every personal field removed and
+  the list of the personal fields it had
+  (``{"body": ..., "kind": ..., "personal": [paths], "session": ..., "time": ..., "v": ...}``);
+* the *personal part*: canonical JSON of ``{path: value, ..., "salt": salt}`` for
+  each personal field present (``"actor"`` and each ``"body.<name>"`` the schema
+  marks), with one fresh random salt;
+* the *commitment*: SHA-256 of the personal part, in hex.
 
 The record hash is SHA-256 over the canonical JSON of
-``{"personal": commitments, "prev": previous hash, "record": core, "seq": seq}``,
-so it commits to each personal value without containing it: an export may replace
-a value (and its salt) by its commitment and still verify. The random per-field
-salt stops anyone holding a redacted export from guessing low-entropy values.
+``{"personal": commitment, "prev": previous hash, "record": core, "seq": seq}``,
+so it commits to the personal values without containing them: an export may
+replace them (and the salt) by the commitment and still verify. The random salt
+stops anyone holding a redacted export from guessing low-entropy values.
 """
 
 from __future__ import annotations
@@ -32,14 +33,7 @@ from nbguard.ledger.canonical import (
     encode_text,
     format_time,
 )
-from nbguard.ledger.chain import (
-    GENESIS_HASH,
-    ChainEntry,
-    commitment,
-    commitments_of,
-    personal_entries,
-    seal,
-)
+from nbguard.ledger.chain import GENESIS_HASH, ChainEntry, commitment_of, is_digest, seal
 from nbguard.ledger.schemas import SchemaRegistry
 
 __all__ = [
@@ -47,10 +41,9 @@ __all__ = [
     "GENESIS_HASH",
     "ChainEntry",
     "PreparedRecord",
-    "commitment",
-    "commitments_of",
+    "commitment_of",
     "export_line",
-    "personal_entries",
+    "personal_values",
     "prepare_record",
     "seal",
     "sealed_parts",
@@ -58,6 +51,8 @@ __all__ = [
 
 #: The personal envelope field; body fields are ``"body.<name>"``.
 ACTOR = "actor"
+#: The personal part's key for its salt (never a path: paths are ``actor`` or ``body.*``).
+SALT = "salt"
 _SALT_BYTES = 16
 _MAX_ID_LENGTH = 256
 
@@ -69,10 +64,10 @@ class PreparedRecord(NamedTuple):
     time: str
     #: Canonical JSON of the core, as stored and hashed.
     core: str
-    #: The stored personal part: each field's commitment preimage, one per line.
+    #: The stored personal part: canonical JSON of ``{path: value, ..., "salt": salt}``.
     personal: str
-    #: Canonical JSON bytes of ``{path: commitment}``.
-    commitments: bytes
+    #: Hex SHA-256 of ``personal``.
+    commitment: str
 
 
 def prepare_record(
@@ -102,27 +97,20 @@ def prepare_record(
     check_canonical(body, "body")
     schema.validate(body)
     public = body
-    salts = _salts.take(1 + len(schema.personal))
-    # The preimage of each commitment is stored as it is hashed (one per line:
-    # canonical JSON has no raw newline), so verification hashes the stored text
-    # as it stands instead of parsing and re-encoding it. Paths in path order:
-    # "actor" sorts before every "body.*".
-    preimage = f'{{"path":"actor","salt":"{salts[:32]}","value":{encode_text(actor)}}}'
-    stored = [preimage]
-    committed = [f'"actor":"{_sha256(preimage.encode()).hexdigest()}"']
+    # The personal part is assembled as canonical JSON directly: its keys in
+    # canonical (sorted) order, "actor" < "body.*" < "salt".
+    fields = [f'"actor":{encode_text(actor)}']
+    paths = '"actor"'
     if schema.personal:
         public = body.copy()
-        offset = 32
         for name, path_json in schema.personal_paths:
             if name not in public:
                 continue
             value = public.pop(name)
             value_json = encode_text(value) if type(value) is str else encode(value)
-            salt = salts[offset : offset + 32]
-            offset += 32
-            preimage = f'{{"path":{path_json},"salt":"{salt}","value":{value_json}}}'
-            stored.append(preimage)
-            committed.append(f'{path_json}:"{_sha256(preimage.encode()).hexdigest()}"')
+            fields.append(f"{path_json}:{value_json}")
+            paths += f",{path_json}"
+    personal = f'{{{",".join(fields)},"salt":"{_salts.take()}"}}'
     if time is None:
         moment = format_time()  # digits, '-', ':', '.', 'T', 'Z': nothing to escape
         moment_json = f'"{moment}"'
@@ -132,12 +120,10 @@ def prepare_record(
     session_json = "null" if session is None else encode_text(session)
     # The core's keys in canonical (sorted) order, assembled around one encoding of the body.
     core = (
-        f'{{"body":{encode(public)},"kind":{schema.kind_json},"session":{session_json},'
-        f'"time":{moment_json},"v":{schema.version}}}'
+        f'{{"body":{encode(public)},"kind":{schema.kind_json},"personal":[{paths}],'
+        f'"session":{session_json},"time":{moment_json},"v":{schema.version}}}'
     )
-    return PreparedRecord(
-        kind, moment, core, "\n".join(stored), f"{{{','.join(committed)}}}".encode()
-    )
+    return PreparedRecord(kind, moment, core, personal, _sha256(personal.encode()).hexdigest())
 
 
 _sha256 = hashlib.sha256
@@ -159,19 +145,16 @@ class _SaltPool:
 
     def _forget(self) -> None:
         self._lock = threading.Lock()
-        self._text = ""
-        self._used = self._SIZE
+        self._salts: list[str] = []
 
-    def take(self, count: int) -> str:
-        """Return ``count`` unused salts, concatenated (32 hex characters each)."""
-        width = 2 * _SALT_BYTES
+    def take(self) -> str:
+        """Return an unused salt (32 hex characters)."""
         with self._lock:
-            if self._used + count > self._SIZE:
-                self._text = os.urandom(_SALT_BYTES * max(self._SIZE, count)).hex()
-                self._used = 0
-            start = self._used * width
-            self._used += count
-            return self._text[start : start + count * width]
+            if not self._salts:
+                text = os.urandom(_SALT_BYTES * self._SIZE).hex()
+                width = 2 * _SALT_BYTES
+                self._salts = [text[i : i + width] for i in range(0, len(text), width)]
+            return self._salts.pop()
 
 
 _salts = _SaltPool()
@@ -188,29 +171,45 @@ def _check_id(value: Any, field: str, *, optional: bool) -> None:
     check_canonical(value, field)
 
 
+def personal_values(personal: str | None) -> tuple[dict[str, Any], str | None]:
+    """Return ``({path: value}, salt)`` of a stored personal part.
+
+    Raises ValueError if the text is not a personal part (a JSON object).
+    """
+    if not personal:
+        return {}, None
+    data = json.loads(personal)
+    if type(data) is not dict:
+        raise ValueError("a personal part must be a JSON object")
+    salt = data.pop(SALT, None)
+    return data, salt
+
+
 def export_line(
     seq: int, prev: str, record_hash: str, core: str, personal: str | None, *, redact: bool
 ) -> dict[str, Any]:
     """Return the JSON object of one exported record, with personal fields in place or redacted.
 
-    In a full export each personal value sits where it belongs and its salt is under
-    ``salts``; in a redacted one the value is gone and ``redacted`` holds its commitment.
+    In a full export each personal value sits where it belongs and the record's salt
+    is under ``salt``; in a redacted one the values are gone, ``redacted`` lists
+    their paths and ``commitment`` holds the commitment to them.
     """
     record = json.loads(core)
     line: dict[str, Any] = {"type": "record", "seq": seq, "prev": prev, "hash": record_hash}
-    entries = personal_entries(personal)
     if redact:
-        line["redacted"] = {path: commitment(path, salt, value) for path, salt, value in entries}
+        line["redacted"] = list(record.get("personal", ()))
+        line["commitment"] = commitment_of(personal or "")
     else:
-        for path, _salt, value in entries:
+        values, salt = personal_values(personal)
+        for path, value in values.items():
             _put(record, path, value)
-        line["salts"] = {path: salt for path, salt, _value in entries}
+        line["salt"] = salt
     line["record"] = record
     return line
 
 
-def sealed_parts(line: dict[str, Any], schemas: SchemaRegistry) -> tuple[bytes, bytes]:
-    """Return ``(core, commitments)`` bytes of an exported record line, to :func:`seal` it.
+def sealed_parts(line: dict[str, Any], schemas: SchemaRegistry) -> tuple[bytes, str]:
+    """Return ``(core, commitment)`` of an exported record line, to :func:`seal` it.
 
     Raises :class:`LedgerIntegrityError` if the line is malformed or names personal
     fields its schema does not have.
@@ -220,37 +219,42 @@ def sealed_parts(line: dict[str, Any], schemas: SchemaRegistry) -> tuple[bytes, 
         record = dict(line["record"])
         record["body"] = dict(record["body"])
         schema = schemas.get(record["kind"], record["v"])
-        salts = line.get("salts", {})
-        redacted = line.get("redacted", {})
-        paths = [ACTOR, *(f"body.{name}" for name in sorted(schema.personal))]
-        unknown = (set(salts) | set(redacted)) - set(paths)
-        if unknown:
-            raise LedgerIntegrityError(
-                f"record {seq}: {', '.join(sorted(unknown))} is not a personal field of "
-                f"{schema.schema_id}",
-                seq=seq,
-            )
-        commitments = {}
+        paths = record["personal"]
+        if type(paths) is not list:
+            raise TypeError("the personal paths are not a list")
+        allowed = {ACTOR, *(f"body.{name}" for name in schema.personal)}
         for path in paths:
-            if _has(record, path):
-                commitments[path] = commitment(path, salts[path], _pop(record, path))
-            elif path in redacted:
-                commitments[path] = redacted[path]
-    except (KeyError, TypeError, AttributeError, RecordValidationError) as error:
+            if path not in allowed:
+                raise LedgerIntegrityError(
+                    f"record {seq}: {path} is not a personal field of {schema.schema_id}",
+                    seq=seq,
+                )
+        if ("salt" in line) == ("commitment" in line):
+            raise KeyError("a record line has either a salt or a commitment")
+        if "salt" in line:
+            values: dict[str, Any] = {path: _pop(record, path) for path in paths}
+            values[SALT] = line["salt"]
+            digest = commitment_of(canonical_bytes(values))
+        else:
+            digest = line["commitment"]
+            if not is_digest(digest):
+                raise ValueError("the commitment is not 64 lowercase hex digits")
+            if line.get("redacted") != paths:
+                raise LedgerIntegrityError(
+                    f"record {seq}: the redacted fields are not the record's personal fields",
+                    seq=seq,
+                )
+        core = canonical_bytes(record)
+    except (KeyError, TypeError, AttributeError, ValueError, RecordValidationError) as error:
         raise LedgerIntegrityError(
             f"record {seq}: malformed record line ({error})", seq=seq
         ) from None
-    return canonical_bytes(record), canonical_bytes(commitments)
+    return core, digest
 
 
 def _split(path: str) -> tuple[str, str | None]:
     head, _, name = path.partition(".")
     return head, name or None
-
-
-def _has(record: dict[str, Any], path: str) -> bool:
-    head, name = _split(path)
-    return head in record if name is None else name in record[head]
 
 
 def _pop(record: dict[str, Any], path: str) -> Any:

@@ -127,8 +127,8 @@ def _copy_text(value: str | None) -> str:
         return "\\N"
     if "\\" in value:
         value = value.replace("\\", "\\\\")
-    # Canonical JSON escapes every control character; only the newlines between
-    # stored preimages remain, but a tab or carriage return would break a row too.
+    # Canonical JSON escapes every control character, so none of these occur in
+    # what the ledger writes; escaped all the same, so no value can break a row.
     return value.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 

@@ -155,7 +155,7 @@ class LedgerStore:
                 hashes: list[str] = []
                 for record in prepared:
                     seq += 1
-                    prev = seal(seq, prev, record.core.encode(), record.commitments)
+                    prev = seal(seq, prev, record.core.encode(), record.commitment)
                     rows.append((seq, record.core, record.personal, prev))
                     hashes.append(prev)
                 if rows:

@@ -92,7 +92,7 @@ def _check_entries(
     heads: dict[int, str] = {}
     failure: tuple[int, str] | None = None
     try:
-        for seq, claimed_prev, core, commitments, stored in entries:
+        for seq, claimed_prev, core, commitment, stored in entries:
             if seq != expected:
                 failure = order_problem(expected, seq)
                 break
@@ -103,7 +103,7 @@ def _check_entries(
                     f"{seq - 1} hashes to {prev}",
                 )
                 break
-            computed = seal(seq, prev, core, commitments)
+            computed = seal(seq, prev, core, commitment)
             if computed != stored:
                 failure = altered(seq, computed, stored)
                 break

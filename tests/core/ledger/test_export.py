@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any
 import pytest
 
 from nbguard.ledger import Ledger
-from nbguard.ledger.records import commitment
+from nbguard.ledger.canonical import canonical_bytes
+from nbguard.ledger.records import commitment_of
 
 from .conftest import SAMPLES
 
@@ -74,26 +74,33 @@ def test_redacted_export_verifies_without_personal_data(
     assert status == 0, out
 
 
-def test_commitments_are_salted_per_field(nbguard: Run, ledger_db: Path, tmp_path: Path) -> None:
+def test_commitments_are_salted(nbguard: Run, ledger_db: Path, tmp_path: Path) -> None:
     """Equal values get different commitments, and an unsalted guess does not match any."""
+    full = _export(nbguard, ledger_db, tmp_path / "full.jsonl")
     lines = _export(nbguard, ledger_db, tmp_path / "redacted.jsonl", "--redact")
-    actors = [line["redacted"]["actor"] for line in lines if line["type"] == "record"]
-    assert len(set(actors)) == len(actors) == RECORDS
-    guess = commitment("actor", "", "alice")
-    plain = hashlib.sha256(b'"alice"').hexdigest()
-    assert guess not in actors
-    assert plain not in actors
+    commitments = [line["commitment"] for line in lines if line["type"] == "record"]
+    assert len(set(commitments)) == len(commitments) == RECORDS
+    for line in full[-RECORDS:]:
+        values = {path: _get(line["record"], path) for path in line["record"]["personal"]}
+        assert commitment_of(canonical_bytes(values)) not in commitments
+        assert commitment_of(canonical_bytes({**values, "salt": ""})) not in commitments
 
 
 def test_full_export_commitments_match_redacted(
     nbguard: Run, ledger_db: Path, tmp_path: Path
 ) -> None:
-    """A full export's value and salt open the commitment found in the redacted export."""
+    """A full export's values and salt open the commitment found in the redacted export."""
     full = _export(nbguard, ledger_db, tmp_path / "full.jsonl")
     redacted = _export(nbguard, ledger_db, tmp_path / "redacted.jsonl", "--redact")
     line, redacted_line = full[-1], redacted[-1]
-    salt = line["salts"]["actor"]
-    assert commitment("actor", salt, line["record"]["actor"]) == redacted_line["redacted"]["actor"]
+    values = {path: _get(line["record"], path) for path in line["record"]["personal"]}
+    opened = commitment_of(canonical_bytes({**values, "salt": line["salt"]}))
+    assert opened == redacted_line["commitment"]
+
+
+def _get(record: dict[str, Any], path: str) -> Any:
+    head, _, name = path.partition(".")
+    return record[head][name] if name else record[head]
 
 
 def _edit_value(lines: list[dict[str, Any]]) -> int:
@@ -109,18 +116,37 @@ def _edit_personal(lines: list[dict[str, Any]]) -> int:
 
 
 def _unredact_with_lie(lines: list[dict[str, Any]]) -> int:
-    """Replace a commitment by a made-up value and salt."""
+    """Replace a commitment by made-up values and a salt."""
     line = next(line for line in lines if line["type"] == "record" and line["seq"] == 7)
-    del line["redacted"]["actor"]
-    line["record"]["actor"] = "mallory"
-    line.setdefault("salts", {})["actor"] = "00" * 16
+    for path in line.pop("redacted"):
+        head, _, name = path.partition(".")
+        if name:
+            line["record"][head][name] = "mallory"
+        else:
+            line["record"][head] = "mallory"
+    del line["commitment"]
+    line["salt"] = "00" * 16
     return 7
 
 
 def _swap_commitments(lines: list[dict[str, Any]]) -> int:
     first, second = [line for line in lines if line.get("record", {}).get("kind") == "access"]
-    first["redacted"], second["redacted"] = second["redacted"], first["redacted"]
+    first["commitment"], second["commitment"] = second["commitment"], first["commitment"]
     return int(first["seq"])
+
+
+def _misstate_redacted(lines: list[dict[str, Any]]) -> int:
+    """Claim fewer fields were withheld than the record had."""
+    line = next(line for line in lines if line.get("record", {}).get("kind") == "login")
+    line["redacted"] = ["actor"]
+    return int(line["seq"])
+
+
+def _unlist_personal(lines: list[dict[str, Any]]) -> int:
+    """Claim, in the record itself, fewer personal fields than it had."""
+    line = next(line for line in lines if line.get("record", {}).get("kind") == "login")
+    line["redacted"] = line["record"]["personal"] = ["actor"]
+    return int(line["seq"])
 
 
 def _drop_line(lines: list[dict[str, Any]]) -> int:
@@ -142,7 +168,8 @@ def _drop_tail(lines: list[dict[str, Any]]) -> int:
 
 def _redact_public_field(lines: list[dict[str, Any]]) -> int:
     line = next(line for line in lines if line["type"] == "record" and line["seq"] == 3)
-    line["redacted"]["body.correlation_id"] = "0" * 64
+    line["redacted"].append("body.correlation_id")
+    line["record"]["personal"].append("body.correlation_id")
     return 3
 
 
@@ -153,6 +180,8 @@ def _redact_public_field(lines: list[dict[str, Any]]) -> int:
         pytest.param(False, _edit_personal, "was altered", id="edit-personal"),
         pytest.param(True, _unredact_with_lie, "was altered", id="unredact-with-lie"),
         pytest.param(True, _swap_commitments, "was altered", id="swap-commitments"),
+        pytest.param(True, _misstate_redacted, "redacted fields", id="misstate-redacted"),
+        pytest.param(True, _unlist_personal, "was altered", id="unlist-personal"),
         pytest.param(True, _drop_line, "is missing", id="drop-line"),
         pytest.param(False, _drop_tail, "removed", id="drop-tail"),
         pytest.param(True, _redact_public_field, "not a personal field", id="redact-public"),

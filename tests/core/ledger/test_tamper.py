@@ -8,7 +8,6 @@ by the witness. Each case names the sequence number verify must report.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sqlite3
@@ -28,7 +27,7 @@ from nbguard.ledger.chain import GENESIS_HASH, Segment
 from nbguard.ledger.checkpoints import sign_checkpoint
 from nbguard.ledger.keys import generate_key_pair, load_public_keys, load_signing_key
 from nbguard.ledger.ranges import join_segments, segment_from_json
-from nbguard.ledger.records import commitments_of, personal_entries, seal
+from nbguard.ledger.records import commitment_of, seal
 from nbguard.ledger.store import LedgerStore
 
 from .conftest import access_body
@@ -91,7 +90,7 @@ def _rechain(db: sqlite3.Connection, start: int) -> None:
         (start,),
     ).fetchall()
     for seq, core, personal in rows:
-        prev_hash = seal(seq, prev_hash, core.encode(), commitments_of(personal))
+        prev_hash = seal(seq, prev_hash, core.encode(), commitment_of(personal))
         db.execute("UPDATE nbguard_ledger_records SET hash = ? WHERE seq = ?", (prev_hash, seq))
     db.execute("UPDATE nbguard_ledger_head SET seq = ?, hash = ?", (rows[-1][0], prev_hash))
 
@@ -118,8 +117,13 @@ def edit_personal_field(db: sqlite3.Connection, _: Pristine) -> None:
 
 
 def garble_personal_field(db: sqlite3.Connection, _: Pristine) -> None:
-    """Overwrite the personal part with something that is not a stored form at all."""
+    """Overwrite the personal part with something that is not a personal part at all."""
     db.execute("UPDATE nbguard_ledger_records SET personal = 'x\n[' WHERE seq = 23")
+
+
+def drop_personal_part(db: sqlite3.Connection, _: Pristine) -> None:
+    """Delete the personal part (NULL), as if the record had no personal fields."""
+    db.execute("UPDATE nbguard_ledger_records SET personal = NULL WHERE seq = 23")
 
 
 def borrow_personal_part(db: sqlite3.Connection, _: Pristine) -> None:
@@ -137,7 +141,7 @@ def edit_field_and_its_hash(db: sqlite3.Connection, _: Pristine) -> None:
     core, personal = db.execute(
         "SELECT core, personal FROM nbguard_ledger_records WHERE seq = 17"
     ).fetchone()
-    new = seal(17, prev, core.encode(), commitments_of(personal))
+    new = seal(17, prev, core.encode(), commitment_of(personal))
     db.execute("UPDATE nbguard_ledger_records SET hash = ? WHERE seq = 17", (new,))
 
 
@@ -158,7 +162,7 @@ def _insert_at(db: sqlite3.Connection, seq: int) -> None:
     prev = db.execute(
         "SELECT hash FROM nbguard_ledger_records WHERE seq = ?", (seq - 1,)
     ).fetchone()[0]
-    forged = seal(seq, prev, template[0].encode(), commitments_of(template[1]))
+    forged = seal(seq, prev, template[0].encode(), commitment_of(template[1]))
     db.execute(
         "INSERT INTO nbguard_ledger_records (seq, core, personal, hash) VALUES (?, ?, ?, ?)",
         (seq, template[0], template[1], forged),
@@ -257,6 +261,7 @@ CASES = [
     pytest.param(edit_personal_field, 23, "record 23 was altered", id="edit-personal-field"),
     pytest.param(garble_personal_field, 23, "record 23 was altered", id="garble-personal"),
     pytest.param(borrow_personal_part, 23, "record 23 was altered", id="borrow-personal"),
+    pytest.param(drop_personal_part, 23, "personal fields are missing", id="drop-personal"),
     pytest.param(edit_field_and_its_hash, 18, "record 18 was altered", id="edit-field-and-hash"),
     pytest.param(delete_record, 31, "record 31 is missing", id="delete-record"),
     pytest.param(insert_record, 13, "record 13 was altered", id="insert-record"),
@@ -319,23 +324,6 @@ def test_untouched_ledger_verifies(pristine: Pristine, tmp_path: Path, nbguard) 
         "verify", db_path, "--key", pristine.public_key, "--witness", pristine.witness
     )
     assert status == 0, out
-
-
-def test_older_personal_form_still_verifies(pristine: Pristine, tmp_path: Path, nbguard) -> None:
-    """Rows in the older stored form (a JSON array) verify, and an edit to one is caught."""
-    db_path = _copy(pristine, tmp_path)
-    with sqlite3.connect(db_path) as db:
-        for seq, personal in db.execute("SELECT seq, personal FROM nbguard_ledger_records"):
-            legacy = json.dumps([list(entry) for entry in personal_entries(personal)])
-            db.execute(
-                "UPDATE nbguard_ledger_records SET personal = ? WHERE seq = ?", (legacy, seq)
-            )
-    status, out, _ = nbguard("verify", db_path, "--key", pristine.public_key)
-    assert status == 0, out
-    with sqlite3.connect(db_path) as db:
-        edit_personal_field(db, pristine)
-    status, out, _ = nbguard("verify", db_path, "--key", pristine.public_key)
-    assert out.startswith("FAILED at record 23: record 23 was altered"), out
 
 
 def test_rollback_behind_witness_is_caught(pristine: Pristine, tmp_path: Path, nbguard) -> None:
