@@ -94,8 +94,7 @@ def prepare_record(
         type(session) is not str or not 0 < len(session) <= _MAX_ID_LENGTH or not session.isascii()
     ):
         _check_id(session, "session", optional=True)
-    check_canonical(body, "body")
-    schema.validate(body)
+    schema.check(body)
     public = body
     # The personal part is assembled as canonical JSON directly: its keys in
     # canonical (sorted) order, "actor" < "body.*" < "salt".

@@ -7,10 +7,12 @@ its value is committed to by a salted hash, so exports can redact it (see
 ``docs/ledger-format.md``). Only top-level body properties may be personal, and
 ``number`` types are refused because records carry no floats.
 
-Validation runs twice as fast as the record is hashed: schemas are compiled once
-with ``fastjsonschema``; only when a body is rejected does ``jsonschema`` (the
-reference implementation, which also checks the schemas themselves) produce the
-message naming the offending field.
+Each schema is compiled once into one function that validates a body and checks
+its canonical form in a single pass (``nbguard.ledger.validators``); a body it
+does not accept takes the reference path: ``check_canonical``, the schema compiled
+with ``fastjsonschema``, and, when that rejects it, ``jsonschema`` (the reference
+implementation, which also checks the schemas themselves) for the message naming
+the offending field.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import jsonschema
 
 from nbguard.errors import ConfigError, RecordValidationError
 from nbguard.ledger.canonical import check_canonical, encode_text
+from nbguard.ledger.validators import BodyCheck, compile_check
 
 _ID = re.compile(r"^urn:nbguard:ledger:(?P<kind>[a-z][a-z0-9_]*):v(?P<version>[1-9][0-9]*)$")
 
@@ -48,6 +51,17 @@ class RecordSchema:
     kind_json: str = field(repr=False, compare=False)
     _check: Callable[[Any], Any] = field(repr=False, compare=False)
     _reference: jsonschema.Draft7Validator = field(repr=False, compare=False)
+    #: Validation and the canonical check in one pass; None if the schema cannot be compiled.
+    _fast: BodyCheck | None = field(default=None, repr=False, compare=False)
+
+    def check(self, body: Any) -> None:
+        """Raise :class:`RecordValidationError` naming the field unless ``body`` is valid
+        and has a canonical form (see ``nbguard.ledger.canonical``)."""
+        fast = self._fast
+        if fast is not None and fast(body):
+            return
+        check_canonical(body, "body")
+        self.validate(body)
 
     def validate(self, body: Any) -> None:
         """Raise :class:`RecordValidationError` naming the field unless ``body`` is valid."""
@@ -110,6 +124,7 @@ def _load(document: Mapping[str, Any], source: str) -> RecordSchema:
         kind_json=encode_text(match["kind"]),
         _check=fastjsonschema.compile(dict(document)),
         _reference=jsonschema.Draft7Validator(document),
+        _fast=compile_check(document),
     )
 
 
