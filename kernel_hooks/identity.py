@@ -9,11 +9,12 @@ state for the life of the process, so that ``%reload_ext`` continues the stream.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import secrets
 import sys
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Connection files of kernels started by jupyter_server / jupyter_client are
@@ -78,20 +79,19 @@ class Stream:
     def __init__(self, kernel_id: str) -> None:
         self.kernel_id = kernel_id
         self.instance = secrets.token_hex(8)
-        self._next = 0
-        self._lock = threading.Lock()
-
-    def next_seq(self) -> int:
-        """The next sequence number (0, 1, 2, ... with no gaps)."""
-        with self._lock:
-            seq = self._next
-            self._next += 1
-            return seq
+        # next() on an itertools.count is one C call, so atomic under the interpreter
+        # lock: threads (ipykernel subshells) never share a seq, and the cell path
+        # takes no lock for it.
+        self._counter = itertools.count()
+        #: The next sequence number (0, 1, 2, ... with no gaps); a C call.
+        self.next_seq: Callable[[], int] = self._counter.__next__
 
     @property
     def issued(self) -> int:
         """How many sequence numbers were handed out."""
-        return self._next
+        # A count shows its next value only in its repr ("count(5)"); reading it
+        # consumes nothing.
+        return int(repr(self._counter)[6:-1])
 
 
 _stream: Stream | None = None

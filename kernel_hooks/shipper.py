@@ -241,6 +241,7 @@ class Shipper:
                 return progressed
             progressed = True
         self.spool.prepare()
+        self.spool.keep_ready()
         self._refresh_privileges()
         return progressed
 

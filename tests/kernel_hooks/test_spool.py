@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from nbguard.kernel_hooks.identity import ServerEnvironment, Stream
-from nbguard.kernel_hooks.recorder import Recorder
+from nbguard.kernel_hooks.recorder import Cell, Recorder
 from nbguard.kernel_hooks.shipper import Answer, Shipper
 from nbguard.kernel_hooks.spool import QUARANTINE, Spool
 
@@ -194,11 +194,22 @@ def test_record_lines_are_the_json_the_contract_describes(
 def test_a_lone_surrogate_is_hashed_as_is_and_recorded_replaced(tmp_path: Path, shell: Any) -> None:
     """Source with a lone surrogate (IPython cannot run it, a request can carry it) is
     recorded as valid UTF-8, its hash taken over the original."""
-    recorder = Recorder(shell, Stream("k-1"), spool_in(tmp_path), max_code_bytes=1024)
-    code, digest, truncated = recorder._code_fields("s = '\ud800'")
-    assert code == "s = '?'"
-    assert digest == hashlib.sha256("s = '\ud800'".encode("utf-8", "surrogatepass")).hexdigest()
-    assert truncated is False
+    spool = spool_in(tmp_path)
+    recorder = Recorder(shell, Stream("k-1"), spool, max_code_bytes=1024)
+    request = {"header": {"msg_id": "m-1"}, "content": {"code": "s = '\ud800'"}}
+    recorder._write(Cell(request), None, status="aborted")
+    segment, committed = spool.snapshot()
+    assert segment is not None
+    (line,) = segment.lines(committed, 10, 1 << 20)[0]
+    value = json.loads(line.data)
+    assert value["code"] == "s = '?'"
+    assert (
+        value["code_sha256"]
+        == hashlib.sha256("s = '\ud800'".encode("utf-8", "surrogatepass")).hexdigest()
+    )
+    assert "code_truncated" not in value
+    assert value["msg_id"] == "m-1"
+    assert value["status"] == "aborted"
 
 
 def test_long_code_is_cut_but_hashed_whole(tmp_path: Path, shell: Any) -> None:
