@@ -458,13 +458,17 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
         checker = getattr(self, "witness_checker", None)
         if checker is not None:
             checker.stop()
-        gateway = getattr(self, "mlflow", None)
-        if gateway is not None:
-            gateway.upstream.close()
         for part in ("ledger", "elevations", "catalog", "executions"):
             component = getattr(self, part, None)
             if component is not None:
                 component.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, after closing the connections to the model registry."""
+        gateway = getattr(self, "mlflow", None)
+        if gateway is not None:
+            await gateway.upstream.aclose()
+        self.close()
 
     async def run(self) -> None:
         """Serve (and cross-check the witnesses) until SIGTERM or SIGINT."""
@@ -474,7 +478,7 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        self.close()
+        await self.aclose()
 
     def start(self) -> None:
         """Run the service (the process's main)."""

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from tornado import iostream
-from tornado.httputil import HTTPHeaders
 
 from nbguard.errors import NBGuardError
 from nbguard.hub_plugin.guard.mlflow.attributes import (
@@ -107,12 +106,6 @@ def within(info: dict[str, Any], path: str) -> None:
     root = match.group(1) if match else None
     if root is None or not (path.rstrip("/") == root or path.startswith(root + "/")):
         raise mlflow_error(403, "The path is not in the logged model's artifact location.")
-
-
-def _quiet(future: Any) -> None:
-    """Retrieve a flush's outcome so a closed stream is not logged as unretrieved."""
-    if not future.cancelled():
-        future.exception()
 
 
 class LoggedModelOperations(MLflowHandlerBase):
@@ -226,36 +219,29 @@ class LoggedModelOperations(MLflowHandlerBase):
         """One file of a logged model, streamed (``model.export`` on its versions)."""
         model_id = check_artifact_path(path)
         await self.may_read_files(model_id, "model.export", path)
-        state = {"status": 0}
-
-        def on_headers(status: int, headers: HTTPHeaders) -> None:
-            state["status"] = status
-            if status != 200:
-                return
-            self.set_status(200)
-            self.set_header("Content-Type", "application/octet-stream")
-            if "Content-Length" in headers:
-                self.set_header("Content-Length", headers["Content-Length"])
-
-        def on_chunk(data: bytes) -> None:
-            if state["status"] == 200:
-                self.write(data)
-                # Fire and forget; a client that left is noticed by the next write.
-                self.flush().add_done_callback(_quiet)
-
+        started = False
         try:
-            status = await self.gateway.upstream.stream(
-                f"{_ARTIFACTS}/{quote(path)}", on_headers=on_headers, on_chunk=on_chunk
-            )
+            async with self.gateway.upstream.stream(f"{_ARTIFACTS}/{quote(path)}") as answer:
+                if answer.status != 200:
+                    raise mlflow_error(
+                        404 if answer.status == 404 else 400, f"Artifact {path} not found."
+                    )
+                self.set_header("Content-Type", "application/octet-stream")
+                if answer.content_length is not None:
+                    self.set_header("Content-Length", str(answer.content_length))
+                async for chunk in answer.chunks():
+                    self.write(chunk)
+                    started = True
+                    # The next piece is taken only once this one is on its way: a slow
+                    # reader holds back the registry, not the service's memory.
+                    await self.flush()
         except NBGuardError as error:
-            if state["status"] == 200:  # headers are out: cut the answer short
+            if started:  # headers are out: cut the answer short
                 self.request.connection.close()
                 return
             raise self.fail(error) from None
         except iostream.StreamClosedError:
             return
-        if status != 200:
-            raise mlflow_error(404 if status == 404 else 400, f"Artifact {path} not found.")
         self.finish()
 
     async def upload_artifact(self, args: dict[str, Any], path: str) -> None:

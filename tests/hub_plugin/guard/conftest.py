@@ -165,7 +165,7 @@ async def running_guard(tmp: Path, **settings: Any) -> AsyncIterator[Guard]:
                 if user.spawners[server].active:
                     await user.stop(server)
             await service.notifier.drain()
-            service.close()
+            await service.aclose()
 
 
 async def signed_in(guard: Guard, *roles: str, teams: tuple[str, ...] = ("analytics",)) -> Browser:

@@ -114,7 +114,7 @@ async def test_only_the_services_credentials_reach_the_tracking_server(tracking:
     try:
         answer = await upstream.call("GET", "api/2.0/mlflow/registered-models/search")
     finally:
-        upstream.close()
+        await upstream.aclose()
     assert answer.ok
     assert answer.body == {"ok": True}
     assert [h.get("Authorization") for h in Recorder.seen] == ["Bearer service-token"]
@@ -131,4 +131,4 @@ async def test_a_failing_tracking_server_is_unavailable(tracking: str, status: i
         with pytest.raises(UpstreamUnavailable):
             await upstream.call("GET", "api/2.0/mlflow/registered-models/search")
     finally:
-        upstream.close()
+        await upstream.aclose()
