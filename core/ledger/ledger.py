@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from traitlets import Bool, CaselessStrEnum, Float, Integer, List, TraitError, Unicode, validate
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    observe,
+    validate,
+)
 from traitlets.config import LoggingConfigurable
 
 from nbguard.errors import ConfigError, LedgerError
@@ -178,6 +188,11 @@ class Ledger(LoggingConfigurable):
             raise TraitError(f"Ledger.{proposal['trait'].name} must be positive, not {value}")
         return value
 
+    @observe("durability")
+    def _durability_changed(self, change: Any) -> None:
+        # Read on every append: a plain attribute costs less than the trait.
+        self._alone = change["new"] == "record"
+
     @validate("max_delay")
     def _delay(self, proposal: Any) -> float:
         value = float(proposal["value"])
@@ -189,6 +204,7 @@ class Ledger(LoggingConfigurable):
         if url is not None:
             kwargs["url"] = url
         super().__init__(**kwargs)
+        self._alone = self.durability == "record"
         if not self.url:
             raise ConfigError("Ledger.url is not set: give the ledger's database URL")
         self._schemas = packaged_schemas()
@@ -262,14 +278,17 @@ class Ledger(LoggingConfigurable):
 
         Raises RecordValidationError at once for an invalid record (nothing queued).
         """
-        mode = durability or self.durability
-        if mode not in ("group", "record"):
-            raise ConfigError(f"durability must be 'group' or 'record', not {mode!r}")
+        if not durability:
+            alone = self._alone
+        elif durability in ("group", "record"):
+            alone = durability == "record"
+        else:
+            raise ConfigError(f"durability must be 'group' or 'record', not {durability!r}")
         # Serialised here, in the caller's thread (later changes to ``body`` cannot
         # leak in); a plain dict is read as it is, other mappings are copied first.
         plain = body if type(body) is dict else _plain(body)
         record = prepare_record(self._schemas, kind, plain, actor=actor, session=session)
-        return self._writer.submit(record, alone=mode == "record")
+        return self._writer.submit(record, alone=alone)
 
     def append_many(
         self, records: Iterable[tuple[str, Mapping[str, Any], str, str | None]]

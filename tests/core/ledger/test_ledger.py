@@ -150,6 +150,17 @@ def test_record_durability_commits_each_record_alone(make_ledger: MakeLedger) ->
     assert commits[0] == 20
 
 
+def test_durability_set_later_applies_to_the_next_append(make_ledger: MakeLedger) -> None:
+    """Setting Ledger.durability on an open ledger changes how the next appends commit."""
+    ledger = make_ledger(checkpoint_every=10_000)
+    ledger.durability = "RECORD"  # caseless, as configured
+    commits = _commits(ledger)
+    futures = [ledger.append_nowait("access", access_body(i), actor="alice") for i in range(5)]
+    for future in futures:
+        future.result(timeout=30)
+    assert commits[0] == 5
+
+
 def test_per_call_durability_overrides_default(make_ledger: MakeLedger) -> None:
     """One append can ask for its own transaction while the rest are grouped."""
     ledger = make_ledger(max_delay=0.05, checkpoint_every=10_000)
