@@ -25,6 +25,7 @@ unchanged, and do nothing once the hooks are unloaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -82,6 +83,10 @@ _LINE = (
     ',"started":"%s.%03dZ","duration_ms":%d,"status":"%s"%s,"output_digest":"%s"%s'
     ',"resources":[%s],"privileged":%s}\n'
 )
+#: Stands for the source's SHA-256 in a spooled line until it is shipped (see
+#: complete_line); not hex, so the guard refuses a line that still holds it.
+PENDING_SHA256 = "-" * 64
+_PENDING_FIELD = f',"code_sha256":"{PENDING_SHA256}"'.encode("ascii")
 #: What follows the source when it was cut.
 _CUT = ',"code_truncated":true'
 
@@ -140,6 +145,7 @@ class Recorder:
         self.privileged = privileged
         self.wake = wake
         self.kernel = getattr(shell, "kernel", None)
+        self._last_execution_result = _trait_reader(shell, "last_execution_result")
         self.active = False
         self._local = threading.local()
         self._latest: Cell | None = None
@@ -279,11 +285,11 @@ class Recorder:
         except AttributeError:
             stack = self._local.stack = []
         if stack:  # nested run_cell: its requests are tagged with the outer request
-            cell = Cell(stack[-1].parent, self.shell.last_execution_result, True)
+            cell = Cell(stack[-1].parent, self._last_execution_result(), True)
         else:
             kernel = self.kernel
             parent = kernel.get_parent() if kernel is not None else None
-            cell = Cell(parent, self.shell.last_execution_result)
+            cell = Cell(parent, self._last_execution_result())
         stack.append(cell)
         self._latest = cell
 
@@ -291,7 +297,7 @@ class Recorder:
         """An execution ended: write its record."""
         if not self.active:
             return
-        result = self.shell.last_execution_result
+        result = self._last_execution_result()
         stack = self._stack()
         if result is not self._last_result and result is not None:
             raw = result.info.raw_cell
@@ -410,16 +416,12 @@ class Recorder:
             text = outputs.kept_text() if outputs is not None else ""
             text_field = ',"output_text":' + _string(self.redactor(text)[:MAX_OUTPUT_TEXT])
         code = code or ""
-        try:
-            raw = code.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: hashed as they are, kept replaced
-            raw = code.encode("utf-8", "surrogatepass")
-            code = code.encode("utf-8", "replace").decode("utf-8")
-        code_sha256 = hashlib.sha256(raw).hexdigest()
-        if len(raw) > self.max_code_bytes:
-            code_field = _string(raw[: self.max_code_bytes].decode("utf-8", "ignore")) + _CUT
+        if code.isascii() and len(code) <= self.max_code_bytes:
+            # The usual source: spooled whole and as it is, so its hash can be taken
+            # from the spooled line; the shipper does that (complete_line).
+            code_field, code_sha256 = _string(code), PENDING_SHA256
         else:
-            code_field = _string(code)
+            code_field, code_sha256 = self._code_fields(code)
         started = cell.started
         if int(started) != self._second:  # most cells start in the second of the last one
             self._second = int(started)
@@ -448,6 +450,59 @@ class Recorder:
         )
         self.spool.append(line.encode("utf-8", "replace"))
         self.wake()
+
+    def _code_fields(self, code: str) -> tuple[str, str]:
+        """The ``code`` field's JSON (cut to ``max_code_bytes``, with ``code_truncated``
+        when cut) and the SHA-256 of all of the source."""
+        try:
+            raw = code.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: hashed as they are, kept replaced
+            raw = code.encode("utf-8", "surrogatepass")
+            code = code.encode("utf-8", "replace").decode("utf-8")
+        code_sha256 = hashlib.sha256(raw).hexdigest()
+        if len(raw) > self.max_code_bytes:
+            return _string(raw[: self.max_code_bytes].decode("utf-8", "ignore")) + _CUT, code_sha256
+        return _string(code), code_sha256
+
+
+def complete_line(data: bytes) -> bytes:
+    """A spooled record ``data`` with its source's SHA-256 filled in, if still pending.
+
+    The recorder leaves :data:`PENDING_SHA256` in place of the hash of an ASCII
+    source it spooled whole; the hash is that of the ``code`` field's string, which
+    a line holds exactly. Whoever ships the line (this kernel, or the kernel that
+    adopts its segments after it died) fills it in. A line that does not parse is
+    returned as it is, and the guard refuses it for the placeholder (quarantine).
+    """
+    end = data.find(_PENDING_FIELD)
+    if end < 0:
+        return data
+    # Ids before the code field never hold a quote, and a quote inside the source is
+    # escaped: the first ',"code":' is the field, and the pending field follows it.
+    start = data.find(b',"code":')
+    if start < 0 or start > end:
+        return data
+    try:
+        code = json.loads(data[start + 8 : end])
+        digest = hashlib.sha256(code.encode("utf-8")).hexdigest()
+    except (ValueError, AttributeError):
+        return data
+    rest = data[end + len(_PENDING_FIELD) :]
+    return b'%s,"code_sha256":"%s"%s' % (data[:end], digest.encode("ascii"), rest)
+
+
+def _trait_reader(owner: Any, name: str) -> Callable[[], Any]:
+    """A cheap reader of the trait ``name`` of ``owner`` (a traitlets ``HasTraits``).
+
+    Reading a trait as an attribute runs the descriptor's Python code (two calls);
+    once the trait holds a value it is in ``owner._trait_values``, so the cell path
+    reads that dict instead (with the attribute as the fallback). ``dict.get``
+    bound to the dict is a C call.
+    """
+    values = getattr(owner, "_trait_values", None)
+    if isinstance(values, dict) and name in values:
+        return functools.partial(values.get, name)
+    return lambda: getattr(owner, name, None)
 
 
 def _message(error: BaseException) -> str:

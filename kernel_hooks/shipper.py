@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from nbguard.delivery import REFUSED_STATUSES, backoff_seconds
 from nbguard.kernel_hooks.identity import ServerEnvironment
+from nbguard.kernel_hooks.recorder import complete_line
 from nbguard.kernel_hooks.spool import Line, Segment, Spool
 
 log = logging.getLogger("nbguard.kernel_hooks")
@@ -251,6 +252,8 @@ class Shipper:
         while True:
             end = limit if limit is not None else segment.size()
             lines, torn = segment.lines(end, size, BATCH_BYTES)
+            for line in lines:  # what the recorder left to do off the cell path
+                line.data = complete_line(line.data)
             if not lines:
                 if torn:  # a dead writer's last, partial line
                     self.spool.quarantine(segment, Line(torn, end), 0, "incomplete record")

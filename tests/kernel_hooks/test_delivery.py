@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from pathlib import Path
@@ -72,6 +73,10 @@ async def test_a_killed_kernels_records_arrive_after_a_new_kernel_starts(
     records = stub_guard.of_stream(dead.kernel_id)
     assert [r["msg_id"] for r in records] == sent
     assert [r["seq"] for r in records] == list(range(5))
+    # The dead kernel left its sources' hashes to its shipper; the heir's filled them in.
+    assert [r["code_sha256"] for r in records] == [
+        hashlib.sha256(f"d = {i}".encode()).hexdigest() for i in range(5)
+    ]
     done = await heir.run("alive = True")
     stub_guard.wait_for(lambda records: any(r["msg_id"] == done.msg_id for r in records))
     assert not any(dead.kernel_id in p.name for p in spool_files(tmp_path / "data"))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from nbguard.kernel_hooks.identity import ServerEnvironment, Stream
-from nbguard.kernel_hooks.recorder import Cell, Recorder
+from nbguard.kernel_hooks.recorder import PENDING_SHA256, Cell, Recorder, complete_line
 from nbguard.kernel_hooks.shipper import Answer, Shipper
 from nbguard.kernel_hooks.spool import QUARANTINE, Spool
 
@@ -178,17 +178,66 @@ def recorded_line(tmp_path: Path, shell: Any, code: str) -> bytes:
         pytest.param("v = 'é ü 中文 🙂'", id="non-ascii"),
         pytest.param("w = '\u2028\u2029'", id="line-separators"),
         pytest.param("x = '\x00\x1f'", id="control-characters"),
+        pytest.param(f'y = \',"code_sha256":"{PENDING_SHA256}"\'', id="placeholder-in-code"),
     ],
 )
 def test_record_lines_are_the_json_the_contract_describes(
     tmp_path: Path, shell: Any, code: str
 ) -> None:
-    """A spooled record is exactly json.dumps of its fields (compact, non-ASCII kept)."""
-    line = recorded_line(tmp_path, shell, code)
+    """A record as shipped is exactly json.dumps of its fields (compact, non-ASCII kept),
+    with the SHA-256 of the source, whether the cell path or the shipper took it."""
+    line = complete_line(recorded_line(tmp_path, shell, code))
     value = json.loads(line)
     assert line.decode() == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     assert value["code"] == code
+    assert value["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
     assert value["seq"] == 0
+
+
+def test_an_ascii_sources_hash_is_left_to_the_shipper(tmp_path: Path, shell: Any) -> None:
+    """The cell path spools an ASCII source's record with the hash pending; the shipper
+    sends it filled in, and the rest of the line unchanged."""
+    spooled = recorded_line(tmp_path, shell, "x = 1")
+    assert json.loads(spooled)["code_sha256"] == PENDING_SHA256
+    shipped = complete_line(spooled)
+    assert shipped == spooled.replace(
+        PENDING_SHA256.encode(), hashlib.sha256(b"x = 1").hexdigest().encode()
+    )
+    assert complete_line(shipped) == shipped
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(b'{"seq":0,"code_sha256":"' + b"-" * 64 + b'"}', id="no-code-field"),
+        pytest.param(
+            b'{"seq":0,"code":"x = \\q","code_sha256":"' + b"-" * 64 + b'"}', id="bad-escape"
+        ),
+        pytest.param(b'{"seq":0,"code":5,"code_sha256":"' + b"-" * 64 + b'"}', id="not-a-string"),
+    ],
+)
+def test_a_line_whose_hash_cannot_be_filled_in_is_left_for_the_guard_to_refuse(
+    line: bytes,
+) -> None:
+    """A spooled line that does not parse keeps the placeholder, which the guard refuses."""
+    assert complete_line(line) == line
+
+
+def test_the_shipper_sends_records_with_the_hash_filled_in(tmp_path: Path, shell: Any) -> None:
+    """Records spooled with a pending hash reach the guard with the source's SHA-256."""
+    spool = spool_in(tmp_path)
+    recorder = Recorder(shell, Stream("k-1"), spool, max_code_bytes=1024)
+    recorder.install()
+    try:
+        for code in ("a = 1", "b = 'é'", "c = 3"):
+            shell.run_cell(code, store_history=True)
+    finally:
+        recorder.uninstall()
+    guard = FakeGuard()
+    Shipper(spool, ENVIRONMENT, send=guard).ship_pending()
+    assert [r["code"] for r in guard.records] == ["a = 1", "b = 'é'", "c = 3"]
+    for shipped in guard.records:
+        assert shipped["code_sha256"] == hashlib.sha256(shipped["code"].encode()).hexdigest()
 
 
 def test_a_lone_surrogate_is_hashed_as_is_and_recorded_replaced(tmp_path: Path, shell: Any) -> None:
