@@ -53,6 +53,10 @@ state_table = Table(
     Column("generation", BigInteger, nullable=False),
 )
 
+#: The generation, read on every guard request (built once: building the expression
+#: per call cost as much as running it).
+_GENERATION = select(state_table.c.generation).where(state_table.c.id == 1)
+
 # Any constant: serialises table creation between processes (pg_advisory_xact_lock).
 _SCHEMA_LOCK = 0x6E62636174616C67
 _COLUMNS = FIELDS
@@ -182,9 +186,7 @@ class CatalogStore:
     def generation(self) -> int:
         """A number that grows with every change to the catalog, whichever process made it."""
         with self._reading() as connection:
-            value = connection.execute(
-                select(state_table.c.generation).where(state_table.c.id == 1)
-            ).scalar_one()
+            value = connection.execute(_GENERATION).scalar_one()
         return int(value)
 
     def close(self) -> None:

@@ -15,8 +15,10 @@ caller's policy check (see docs/elevation.md).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, false, insert, or_, select, update
@@ -50,7 +52,7 @@ from nbguard.elevation.tables import (
 )
 from nbguard.errors import ConfigError
 
-__all__ = ["ElevationStore", "ElevationStoreError"]
+__all__ = ["ElevationStore", "ElevationStoreError", "Standing"]
 
 _MAX_LIMIT = 1000
 
@@ -65,6 +67,27 @@ GRANT_IN_FORCE = (
 _ACTIVE_GRANTS = select(grants_table).where(
     grants_table.c.user == bindparam("user"), *GRANT_IN_FORCE
 )
+#: Grants of ``:user`` that are or will be in force after ``:now`` (those not started
+#: yet too, so that a reader knows when its answer changes with time alone).
+_UNEXPIRED_GRANTS = select(grants_table).where(
+    grants_table.c.user == bindparam("user"),
+    grants_table.c.revoked.is_(None),
+    grants_table.c.expires > bindparam("now"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a user holds and the locks on them or their device, as read at ``read_at``.
+
+    The answer stays true until ``until`` (a grant expires or starts, a lock
+    ends) unless the database changes first.
+    """
+
+    elevation: ActiveElevation
+    locks: tuple[Lock, ...]
+    read_at: float
+    until: float
 
 
 class ElevationStore(LockStore):
@@ -400,12 +423,23 @@ class ElevationStore(LockStore):
         counts on the next one, on every replica); one connection, two indexed
         queries built once.
         """
-        values = self.lock_keys(user, device_id)
+        found = self.standing_until(user, device_id=device_id)
+        return found.elevation, list(found.locks)
+
+    def standing_until(self, user: str, *, device_id: str = "") -> Standing:
+        """Like :meth:`standing`, with the time from which the answer may change by itself."""
+        now = self.clock()
+        values = self.lock_keys(user, device_id) | {"now": now}
         with self.read("reading grants and locks") as connection:
-            grants = connection.execute(_ACTIVE_GRANTS, values).mappings()
-            active = ActiveElevation.of([from_row(ElevationGrant, row) for row in grants])
-            locks = connection.execute(HOLDING_LOCKS, values).mappings()
-            return active, [from_row(Lock, row) for row in locks]
+            rows = connection.execute(_UNEXPIRED_GRANTS, values).mappings()
+            grants = [from_row(ElevationGrant, row) for row in rows]
+            rows = connection.execute(HOLDING_LOCKS, values).mappings()
+            locks = tuple(from_row(Lock, row) for row in rows)
+        active = [g for g in grants if g.starts <= now]
+        changes = [g.expires for g in active]
+        changes += [g.starts for g in grants if g.starts > now]
+        changes += [lock.until for lock in locks if lock.until is not None]
+        return Standing(ActiveElevation.of(active), locks, now, min(changes, default=math.inf))
 
     def review(self, grant_id: str, *, reviewer: str, comment: str) -> ElevationGrant:
         """Mark a break-glass grant reviewed (comment required); never by its own user."""

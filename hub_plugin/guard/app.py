@@ -304,6 +304,7 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
         """Open the stores, the policy engine and the ledger; check the hub settings."""
         from nbguard.catalog.storage import DatasetStorage
         from nbguard.catalog.store import CatalogStore
+        from nbguard.elevation.changes import ChangeWatch, StandingCache
         from nbguard.elevation.rules import ApprovalRules
         from nbguard.elevation.store import ElevationStore
         from nbguard.executions.store import ExecutionStore
@@ -325,6 +326,9 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
         self.rules = ApprovalRules(self.approval_rules, default=self.default_approval_rule or None)
         self.elevations = ElevationStore(self.db_url, request_ttl_seconds=self.request_ttl)
         self.catalog = CatalogStore(self.db_url)
+        # Lets every request skip re-reading grants, locks and the catalog generation
+        # when nothing was committed to the database since (SQLite; exact).
+        self.db_changes = ChangeWatch(self.elevations.url)
         self.executions = ExecutionStore(self.db_url)
         self.storage = DatasetStorage(self._storage_root())
         if self.catalog_file:
@@ -333,10 +337,14 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
             count = self.catalog.upsert(load_catalog_file(Path(self.catalog_file)))
             self.log.info("nbguard guard: imported %d datasets from %s", count, self.catalog_file)
         self._catalog_generation = -1
+        self._catalog_version: int | None = None
         self.sync_catalog()
         self.hub = HubClient(self.hub_api_url, self.api_token, ttl=self.hub_state_ttl, log=self.log)
         self.resolver = ContextResolver(
-            self.hub, self.engine, self.elevations, timezone=self.timezone
+            self.hub,
+            self.engine,
+            StandingCache(self.elevations, self.db_changes),
+            timezone=self.timezone,
         )
         self.decider = Decider(
             self.engine, self.resolver, self.ledger, step_up_url=self.step_up_url, log=self.log
@@ -404,8 +412,14 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
 
     def sync_catalog(self) -> None:
         """Load catalog changes (from any replica) into the policy entities."""
+        # Read before the generation, so that a change committed in between is
+        # seen at the next call rather than hidden by a newer version.
+        version = self.db_changes.version()
+        if version is not None and version == self._catalog_version:
+            return
         generation = self.catalog.generation()
         if generation == self._catalog_generation:
+            self._catalog_version = version
             return
         datasets = self.catalog.list()
         names = {d.name for d in datasets}
@@ -418,6 +432,7 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
             self.engine.remove_entities(stale)
         self.engine.upsert_entities([d.to_entity() for d in datasets])
         self._catalog_generation = generation
+        self._catalog_version = version
 
     # -- running ------------------------------------------------------------------------------
 
@@ -458,7 +473,7 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
         checker = getattr(self, "witness_checker", None)
         if checker is not None:
             checker.stop()
-        for part in ("ledger", "elevations", "catalog", "executions"):
+        for part in ("ledger", "elevations", "catalog", "executions", "db_changes"):
             component = getattr(self, part, None)
             if component is not None:
                 component.close()

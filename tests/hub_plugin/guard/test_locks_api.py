@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 import requests
 
+from nbguard.elevation.store import ElevationStore
+
 from ..conftest import ledger_bodies
 from .conftest import Client, Guard, server_client, user_client
 
@@ -59,6 +61,24 @@ async def test_lock_refuses_the_next_decision_and_unlock_restores(guard: Guard) 
     assert (await admin.call("DELETE", "api/v1/locks/lock-nope")).status_code == 404
     assert [r["event"] for r in lock_records(guard, lock["id"])] == ["lock", "unlock"]
     assert lock_records(guard, lock["id"])[0]["by"] == admin.name
+
+
+async def test_lock_from_another_process_refuses_the_next_decision(guard: Guard) -> None:
+    """A lock and its lifting written by another replica's store on the same SQLite file
+    count on the very next decision (the service reuses no answer across a commit)."""
+    alice = await user_client(guard)
+    for _ in range(3):  # answered more than once, so a reusable answer exists
+        assert (await read_sales(alice)).json()["allowed"] is True
+    other = ElevationStore(guard.service.db_url)
+    try:
+        lock = other.lock(kind="user", value=alice.name, reason="elsewhere", by="admin")
+        refused = await read_sales(alice)
+        assert refused.status_code == 403
+        assert error_of(refused)["decision"]["lock_id"] == lock.id
+        other.unlock(lock.id, by="admin")
+        assert (await read_sales(alice)).json()["allowed"] is True
+    finally:
+        other.close()
 
 
 async def test_lock_with_until_and_stop_servers(guard: Guard) -> None:
