@@ -94,18 +94,14 @@ def prepare_record(
         type(session) is not str or not 0 < len(session) <= _MAX_ID_LENGTH or not session.isascii()
     ):
         _check_id(session, "session", optional=True)
-    schema.check(body)
-    public = body
+    body_json = schema.public_json(body)  # validates; without the personal properties
     # The personal part is assembled as canonical JSON directly: its keys in
     # canonical (sorted) order, "actor" < "body.*" < "salt".
     fields = [f'"actor":{encode_text(actor)}']
     paths = '"actor"'
-    if schema.personal:
-        public = body.copy()
-        for name, path_json in schema.personal_paths:
-            if name not in public:
-                continue
-            value = public.pop(name)
+    for name, path_json in schema.personal_paths:
+        if name in body:
+            value = body[name]
             value_json = encode_text(value) if type(value) is str else encode(value)
             fields.append(f"{path_json}:{value_json}")
             paths += f",{path_json}"
@@ -119,7 +115,7 @@ def prepare_record(
     session_json = "null" if session is None else encode_text(session)
     # The core's keys in canonical (sorted) order, assembled around one encoding of the body.
     core = (
-        f'{{"body":{encode(public)},"kind":{schema.kind_json},"personal":[{paths}],'
+        f'{{"body":{body_json},"kind":{schema.kind_json},"personal":[{paths}],'
         f'"session":{session_json},"time":{moment_json},"v":{schema.version}}}'
     )
     return PreparedRecord(kind, moment, core, personal, _sha256(personal.encode()).hexdigest())

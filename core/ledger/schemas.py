@@ -8,8 +8,9 @@ its value is committed to by a salted hash, so exports can redact it (see
 ``number`` types are refused because records carry no floats.
 
 Each schema is compiled once into one function that validates a body and checks
-its canonical form in a single pass (``nbguard.ledger.validators``); a body it
-does not accept takes the reference path: ``check_canonical``, the schema compiled
+its canonical form in a single pass, and one that writes the canonical JSON of a
+body it accepted (``nbguard.ledger.validators``); a body it does not accept
+takes the reference path: ``check_canonical``, the schema compiled
 with ``fastjsonschema``, and, when that rejects it, ``jsonschema`` (the reference
 implementation, which also checks the schemas themselves) for the message naming
 the offending field.
@@ -29,8 +30,8 @@ import fastjsonschema
 import jsonschema
 
 from nbguard.errors import ConfigError, RecordValidationError
-from nbguard.ledger.canonical import check_canonical, encode_text
-from nbguard.ledger.validators import BodyCheck, compile_check
+from nbguard.ledger.canonical import check_canonical, encode, encode_text
+from nbguard.ledger.validators import BodyCheck, BodyEncoder, compile_check, compile_encoder
 
 _ID = re.compile(r"^urn:nbguard:ledger:(?P<kind>[a-z][a-z0-9_]*):v(?P<version>[1-9][0-9]*)$")
 
@@ -53,6 +54,8 @@ class RecordSchema:
     _reference: jsonschema.Draft7Validator = field(repr=False, compare=False)
     #: Validation and the canonical check in one pass; None if the schema cannot be compiled.
     _fast: BodyCheck | None = field(default=None, repr=False, compare=False)
+    #: The canonical JSON of a body ``_fast`` accepted, without its personal properties.
+    _fast_public: BodyEncoder | None = field(default=None, repr=False, compare=False)
 
     def check(self, body: Any) -> None:
         """Raise :class:`RecordValidationError` naming the field unless ``body`` is valid
@@ -62,6 +65,17 @@ class RecordSchema:
             return
         check_canonical(body, "body")
         self.validate(body)
+
+    def public_json(self, body: dict[str, Any]) -> str:
+        """Check ``body`` as :meth:`check` does; return its canonical JSON without its
+        personal properties (the body of a record's core)."""
+        fast, public = self._fast, self._fast_public
+        if fast is not None and public is not None and fast(body):
+            return public(body)
+        self.check(body)
+        if self.personal:
+            return encode({key: value for key, value in body.items() if key not in self.personal})
+        return encode(body)
 
     def validate(self, body: Any) -> None:
         """Raise :class:`RecordValidationError` naming the field unless ``body`` is valid."""
@@ -125,6 +139,7 @@ def _load(document: Mapping[str, Any], source: str) -> RecordSchema:
         _check=fastjsonschema.compile(dict(document)),
         _reference=jsonschema.Draft7Validator(document),
         _fast=compile_check(document),
+        _fast_public=compile_encoder(document, frozenset(personal)),
     )
 
 

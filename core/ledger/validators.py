@@ -23,10 +23,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from nbguard.errors import RecordValidationError
-from nbguard.ledger.canonical import MAX_SAFE_INTEGER, check_canonical
+from nbguard.ledger.canonical import MAX_SAFE_INTEGER, check_canonical, encode, encode_text
 
 #: A compiled check: True if the body is valid and canonical, False to ask the reference.
 BodyCheck = Callable[[Any], bool]
+#: A compiled encoder: the canonical JSON of a body the compiled check accepted.
+BodyEncoder = Callable[[dict[str, Any]], str]
 
 #: Keywords that only annotate a schema.
 _ANNOTATIONS = frozenset(
@@ -95,6 +97,33 @@ def compile_check(document: Mapping[str, Any]) -> BodyCheck | None:
     exec(compile(source, "<nbguard ledger body check>", "exec"), namespace)  # noqa: S102
     check: BodyCheck = namespace["check"]
     return check
+
+
+def compile_encoder(
+    document: Mapping[str, Any], leave_out: frozenset[str] = frozenset()
+) -> BodyEncoder | None:
+    """Return a function giving the canonical JSON of a body, without its top-level
+    properties named in ``leave_out``; None unless the schema is a closed object.
+
+    Use it only on bodies the compiled check accepted: it relies on their exact
+    types (``int``, not an ``int`` subclass whose text differs) and has no checks.
+    Parts it cannot write more simply go through the canonical encoder.
+    """
+    if document.get("type") != "object" or document.get("additionalProperties") is not False:
+        return None
+    compiler = _Compiler()
+    lines = compiler.encode_object(document, "v0", "p0", 1, leave_out)
+    source = "\n".join(["def encode_body(v0):", *lines, "    return '{' + ','.join(p0) + '}'"])
+    namespace: dict[str, Any] = {
+        **compiler.constants,
+        "_MISSING": _MISSING,
+        "_text": encode_text,
+        "_encode": encode,
+    }
+    # As for the checks: schema values reach the source only as named constants.
+    exec(compile(source, "<nbguard ledger body encoder>", "exec"), namespace)  # noqa: S102
+    encoder: BodyEncoder = namespace["encode_body"]
+    return encoder
 
 
 _MISSING = object()
@@ -267,3 +296,55 @@ class _Compiler:
         lines.append(f"{pad}for {item} in {var}:")
         lines += self.emit(items, item, depth + 1)
         return lines
+
+    def encode_object(
+        self,
+        schema: Mapping[str, Any],
+        var: str,
+        parts: str,
+        depth: int,
+        leave_out: frozenset[str] = frozenset(),
+    ) -> list[str]:
+        """Lines that collect the ``"key":value`` texts of a closed object in ``parts``,
+        in canonical (sorted) key order."""
+        pad = "    " * depth
+        lines = [f"{pad}{parts} = []"]
+        properties = schema.get("properties", {})
+        for key in sorted(properties):
+            if key in leave_out:
+                continue
+            item = self.name("w")
+            prefix = self.constant(encode_text(key) + ":")
+            lines.append(f"{pad}{item} = {var}.get({self.constant(key)}, _MISSING)")
+            lines.append(f"{pad}if {item} is not _MISSING:")
+            value, setup = self.encode_value(properties[key], item, depth + 1)
+            lines += setup
+            lines.append(f"{pad}    {parts}.append({prefix} + {value})")
+        return lines
+
+    def encode_value(self, schema: Any, var: str, depth: int) -> tuple[str, list[str]]:
+        """An expression giving the canonical JSON of ``var``, and lines to run first."""
+        if not isinstance(schema, Mapping):
+            return f"_encode({var})", []
+        # Enums are compiled only when they hold strings.
+        kind = "string" if "enum" in schema else schema.get("type")
+        simple = {
+            "string": f"_text({var})",
+            "integer": f"str({var})",
+            "boolean": f"('true' if {var} else 'false')",
+            "null": "'null'",
+        }
+        if isinstance(kind, str) and kind in simple:
+            return simple[kind], []
+        items = schema.get("items")
+        if (
+            kind == "array"
+            and isinstance(items, Mapping)
+            and (items.get("type") == "string" or "enum" in items)
+        ):
+            return f"'[' + ','.join(map(_text, {var})) + ']'", []
+        if kind == "object" and schema.get("additionalProperties") is False:
+            parts = self.name("p")
+            lines = self.encode_object(schema, var, parts, depth)
+            return f"'{{' + ','.join({parts}) + '}}'", lines
+        return f"_encode({var})", []

@@ -1,4 +1,5 @@
-"""Compiled body checks: never more lenient than the schema and the canonical rules together."""
+"""Compiled body checks and encoders: never more lenient than the schema and the canonical
+rules together, and writing exactly the canonical encoder's bytes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import jsonschema
 import pytest
 
 from nbguard.errors import RecordValidationError
-from nbguard.ledger.canonical import check_canonical
+from nbguard.ledger.canonical import check_canonical, encode
 from nbguard.ledger.schemas import packaged_schemas
-from nbguard.ledger.validators import compile_check
+from nbguard.ledger.validators import compile_check, compile_encoder
 
 from .conftest import SAMPLES
 
@@ -92,6 +93,34 @@ def test_compiled_check_is_never_more_lenient(kind: str) -> None:
             accepted += 1
             assert _reference(document, body), body
     assert accepted > 1
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_compiled_encoder_writes_the_canonical_bytes(kind: str) -> None:
+    """For every variant the compiled check accepts, the compiled encoder gives the
+    canonical encoder's text of the body without its personal properties."""
+    schema = packaged_schemas().current(kind)
+    check = compile_check(dict(schema.document))
+    encoder = compile_encoder(dict(schema.document), frozenset(schema.personal))
+    assert check is not None
+    assert encoder is not None
+    bodies = [body for body in _variants(SAMPLES[kind]) if check(body)]
+    bodies.append({**SAMPLES[kind], **dict.fromkeys(schema.personal, "p")})
+    for body in bodies:
+        public = {key: value for key, value in body.items() if key not in schema.personal}
+        assert encoder(body) == encode(public), body
+        assert schema.public_json(body) == encode(public)
+
+
+def test_public_json_of_a_body_the_compiled_check_refuses() -> None:
+    """A body taking the reference path (non-ASCII text) is encoded canonically too."""
+    schema = packaged_schemas().current("access")
+    body = {**SAMPLES["access"], "resource": 'Dataset::"caf\u00e9"', "principal": "\u00e9"}
+    assert schema._fast is not None
+    assert not schema._fast(body)
+    assert schema.public_json(body) == encode(
+        {key: value for key, value in body.items() if key != "principal"}
+    )
 
 
 @pytest.mark.parametrize(
