@@ -10,9 +10,11 @@ allow a denied call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbguard.errors import NBGuardError, RequestError
@@ -60,6 +62,49 @@ def reserved_tag_error(keys: list[str]) -> GuardError:
         f"Tags under 'nbguard.' ({', '.join(keys)}) drive nbguard's policies and are set "
         "by nbguard or a hub administrator only.",
     )
+
+
+class EarlyDecision:
+    """A read's decision, made and recorded while the registry answers.
+
+    A read is decided on what the registry returns, so its decision (and the
+    durable ledger record it needs) would follow the registry's answer. When the
+    gateway has a fresh guess of the entity (the one this model or version was last
+    decided on), the decision starts at once, beside the registry call;
+    :meth:`settle` lets it stand only if the answer shows that very entity, and
+    otherwise decides again on what the registry returned (so a model whose tags
+    changed outside the gateway gets two records, and the second one counts).
+    """
+
+    def __init__(
+        self, handler: MLflowHandlerBase, who: CallerContext, action: str, guess: Any
+    ) -> None:
+        self.handler = handler
+        self.who = who
+        self.action = action
+        self.guess = guess
+        self.task: asyncio.Future[Decision] | None = None
+        if guess is not None:
+            self.task = asyncio.ensure_future(handler.decide_entity_quietly(who, action, guess))
+
+    async def settle(self, item: dict[str, Any]) -> Decision:
+        """The decision on ``item`` as the registry returned it; 403 if denied."""
+        if self.task is not None:
+            decision = await self.task
+            self.task = None
+            if item == self.guess:
+                if not decision.allowed:
+                    raise self.handler.fail(self.handler.guard.decider.denial(decision))
+                return decision
+        return await self.handler.decide_entity(self.who, self.action, item)
+
+    async def drop(self) -> None:
+        """Wait for an early decision that is no longer needed (its record stays)."""
+        if self.task is not None:
+            task, self.task = self.task, None
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: it was logged where it happened
 
 
 class MLflowHandlerBase(APIHandler):
@@ -202,15 +247,41 @@ class MLflowHandlerBase(APIHandler):
         self, who: CallerContext, action: str, item: dict[str, Any]
     ) -> Decision:
         """Decide (and record) ``action`` on the entity ``item``; 403 if denied."""
+        decision = await self.decide_entity_quietly(who, action, item)
+        if not decision.allowed:
+            raise self.fail(self.guard.decider.denial(decision))
+        return decision
+
+    async def decide_entity_quietly(
+        self, who: CallerContext, action: str, item: dict[str, Any]
+    ) -> Decision:
+        """Decide (and record) ``action`` on the entity ``item``, allowed or not."""
         ref = EntityRef.from_cedar(item["uid"])
         try:
             self.guard.engine.upsert_entities([item])
             _who, decision = await self.guard.decider.decide(who, action, ref, cell=self.cell())
         except NBGuardError as error:
             raise self.fail(error) from None
-        if not decision.allowed:
-            raise self.fail(self.guard.decider.denial(decision))
         return decision
+
+    @staticmethod
+    async def settled(future: asyncio.Future[Any]) -> None:
+        """Let a registry call finish whose outcome an earlier error made moot."""
+        if not future.done():
+            await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved; the error that came first is the answer
+
+    @asynccontextmanager
+    async def early_decision(
+        self, who: CallerContext, action: str, name: str, version: str = ""
+    ) -> AsyncIterator[EarlyDecision]:
+        """An :class:`EarlyDecision` on the gateway's guess of a model or version."""
+        early = EarlyDecision(self, who, action, self.gateway.guess(name, version))
+        try:
+            yield early
+        finally:
+            await early.drop()
 
     def allowed(self, who: CallerContext, action: str, item: dict[str, Any]) -> bool:
         """Whether ``action`` on ``item`` is allowed now (asked, not recorded: listings).

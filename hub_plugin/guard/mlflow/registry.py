@@ -76,16 +76,21 @@ class RegistryOperations(LoggedModelOperations):
     async def get_model(self, args: dict[str, Any]) -> None:
         """A model with its latest versions (``model.read``)."""
         name = self.model_name(args)
-        # The caller's context is built while the registry answers (both are needed).
-        answer, who = await asyncio.gather(
-            self.upstream("GET", _REGISTRY + "get", query={"name": name}), self.who()
-        )
-        self.relay(answer)
-        found = answer.body.get("registered_model")
-        if not isinstance(found, dict) or found.get("name") != name:
-            raise mlflow_error(404, f"Registered Model with name={name} not found")
-        attrs = self.gateway.attributes_of(found)
-        await self.decide_entity(who, "model.read", attrs.entity())
+        fetch = asyncio.ensure_future(self.upstream("GET", _REGISTRY + "get", query={"name": name}))
+        try:
+            # The caller's context, then an early decision, while the registry answers.
+            who = await self.who()
+            async with self.early_decision(who, "model.read", name) as early:
+                answer = await fetch
+                self.relay(answer)
+                found = answer.body.get("registered_model")
+                if not isinstance(found, dict) or found.get("name") != name:
+                    raise mlflow_error(404, f"Registered Model with name={name} not found")
+                item = self.gateway.attributes_of(found).entity()
+                self.gateway.remember(name, "", item)
+                await early.settle(item)
+        finally:
+            await self.settled(fetch)
         self.write_json(answer.body)
 
     async def search_models(self, args: dict[str, Any]) -> None:
@@ -279,10 +284,16 @@ class RegistryOperations(LoggedModelOperations):
         """One version (``model.read`` on it)."""
         name = self.model_name(args)
         version = self.version_number(args)
-        attrs, found, who = await asyncio.gather(
-            self.model(name), self.version(name, version), self.who()
-        )
-        await self.decide_entity(who, "model.read", self.version_item(attrs, found))
+        fetch = asyncio.gather(self.model(name), self.version(name, version))
+        try:
+            who = await self.who()
+            async with self.early_decision(who, "model.read", name, version) as early:
+                attrs, found = await fetch
+                item = self.version_item(attrs, found)
+                self.gateway.remember(name, version, item)
+                await early.settle(item)
+        finally:
+            await self.settled(fetch)
         self.write_json({"model_version": found})
 
     async def search_versions(self, args: dict[str, Any]) -> None:
