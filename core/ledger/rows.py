@@ -1,4 +1,5 @@
-"""The hot path of group commit, per database driver: lock the head, insert rows, move the head.
+"""The hot path of group commit, per database driver: lock the head, insert rows (and a
+checkpoint), move the head.
 
 The statements go straight to the DBAPI driver inside the SQLAlchemy transaction,
 not through Core constructs: building and compiling those cost more per batch
@@ -17,16 +18,20 @@ than the statements themselves, and per row more than hashing the record.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
+
+from nbguard.ledger.checkpoints import Checkpoint
 
 #: ``(seq, core, personal, hash)`` of one record, as stored.
 Row = tuple[int, str, "str | None", str]
 
 _TABLE = "nbguard_ledger_records"
 _HEAD = "nbguard_ledger_head"
+_CHECKPOINTS = "nbguard_ledger_checkpoints"
 _COLUMNS = "(seq, core, personal, hash)"
 #: Most rows per SQLite statement (a default batch in one step), unless the
 #: library allows fewer than 4 parameters per row for that (before SQLite 3.32: 999).
@@ -46,6 +51,14 @@ class RowInserter:
             f"SELECT seq, hash, checkpoint_seq, checkpoint_at FROM {_HEAD} WHERE id = 1{lock}"  # noqa: S608
         )
         self._move_sql = f"UPDATE {_HEAD} SET seq = {mark}, hash = {mark} WHERE id = 1"  # noqa: S608
+        self._move_signed_sql = (
+            f"UPDATE {_HEAD} SET seq = {mark}, hash = {mark}, checkpoint_seq = {mark}, "  # noqa: S608
+            f"checkpoint_at = {mark} WHERE id = 1"
+        )
+        self._checkpoint_sql = (
+            f"INSERT INTO {_CHECKPOINTS} (seq, head, time, key_id, signature) "  # noqa: S608
+            f"VALUES ({', '.join([mark] * 5)})"
+        )
         #: The driver's own exception root, raised by these statements.
         self.driver_errors: tuple[type[Exception], ...] = _driver_errors(dialect)
 
@@ -59,11 +72,34 @@ class RowInserter:
             cursor.close()
         return int(seq), str(head), int(checkpoint_seq), float(checkpoint_at)
 
-    def move_head(self, connection: Connection, seq: int, head: str) -> None:
-        """Set the head row to record ``seq`` with hash ``head``."""
+    def move_head(
+        self, connection: Connection, seq: int, head: str, *, checkpointed: bool = False
+    ) -> None:
+        """Set the head row to record ``seq`` with hash ``head`` (and, ``checkpointed``, note
+        that a checkpoint of it was stored now): one statement."""
         cursor = _dbapi(connection).cursor()
         try:
-            cursor.execute(self._move_sql, (seq, head))
+            if checkpointed:
+                cursor.execute(self._move_signed_sql, (seq, head, seq, time.time()))
+            else:
+                cursor.execute(self._move_sql, (seq, head))
+        finally:
+            cursor.close()
+
+    def insert_checkpoint(self, connection: Connection, checkpoint: Checkpoint) -> None:
+        """Store a signed checkpoint."""
+        cursor = _dbapi(connection).cursor()
+        try:
+            cursor.execute(
+                self._checkpoint_sql,
+                (
+                    checkpoint.seq,
+                    checkpoint.head,
+                    checkpoint.time,
+                    checkpoint.key_id,
+                    checkpoint.signature,
+                ),
+            )
         finally:
             cursor.close()
 

@@ -30,7 +30,6 @@ from sqlalchemy import (
     inspect,
     select,
     text,
-    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -163,7 +162,9 @@ class LedgerStore:
                 checkpoint = self._checkpoint(
                     connection, seq, prev, cp_seq, cp_at, checkpointer, force=False
                 )
-                self._insert_rows.move_head(connection, seq, prev)
+                self._insert_rows.move_head(
+                    connection, seq, prev, checkpointed=checkpoint is not None
+                )
         except self._write_errors as error:
             raise LedgerError(f"ledger write failed: {error}") from error
         return first, hashes, checkpoint
@@ -173,12 +174,17 @@ class LedgerStore:
         try:
             with self._write() as connection:
                 seq, prev, cp_seq, cp_at = self._insert_rows.lock_head(connection)
-                return self._checkpoint(connection, seq, prev, cp_seq, cp_at, checkpointer, force)
+                checkpoint = self._checkpoint(
+                    connection, seq, prev, cp_seq, cp_at, checkpointer, force
+                )
+                if checkpoint is not None:
+                    self._insert_rows.move_head(connection, seq, prev, checkpointed=True)
+                return checkpoint
         except self._write_errors as error:
             raise LedgerError(f"ledger checkpoint failed: {error}") from error
 
-    @staticmethod
     def _checkpoint(
+        self,
         connection: Connection,
         seq: int,
         head: str,
@@ -187,25 +193,13 @@ class LedgerStore:
         checkpointer: Checkpointer | None,
         force: bool,
     ) -> Checkpoint | None:
+        """Sign and store a checkpoint of ``head`` if it is due; the caller then moves the
+        head row with ``checkpointed=True``."""
         if checkpointer is None or seq <= cp_seq:
             return None
         checkpoint = checkpointer(seq, head, cp_seq, cp_at, force)
-        if checkpoint is None:
-            return None
-        connection.execute(
-            insert(checkpoints_table).values(
-                seq=checkpoint.seq,
-                head=checkpoint.head,
-                time=checkpoint.time,
-                key_id=checkpoint.key_id,
-                signature=checkpoint.signature,
-            )
-        )
-        connection.execute(
-            update(head_table)
-            .where(head_table.c.id == 1)
-            .values(checkpoint_seq=seq, checkpoint_at=time.time())
-        )
+        if checkpoint is not None:
+            self._insert_rows.insert_checkpoint(connection, checkpoint)
         return checkpoint
 
     @contextmanager
