@@ -112,7 +112,7 @@ class MFAAuthenticatorMixin:
             if not decision.allowed:
                 await login.refuse(handler, username, decision, observation)
             await login.record_idp_mfa(username, session_id, observation.client_ip)
-            login.remember(username, observation)
+            login.remember(username, observation, risk)
             return login.logged_in_model(model, observation, risk, "idp", session_id)
         # Refuse early what no second factor could fix (wrong role, zone, device...).
         decision = login.decide(username, observation, risk, mfa_method="totp")

@@ -58,12 +58,16 @@ class LoginPolicy:
     def observe(self, handler: Any, username: str) -> tuple[Observation, str]:
         """The request's observation and its risk (new device and/or network)."""
         observation = self.guard.context.observe(handler.request, username)
-        store = self.guard.store
-        risk = risk_level(
-            new_device=not store.has_seen(username, DEVICE, observation.device_fingerprint),
-            new_network=not store.has_seen(username, NETWORK, observation.network_fingerprint),
-        )
+        seen = self.guard.store.seen_kinds(username, self._sightings(observation))
+        risk = risk_level(new_device=DEVICE not in seen, new_network=NETWORK not in seen)
         return observation, risk
+
+    @staticmethod
+    def _sightings(observation: Observation) -> dict[str, str]:
+        return {
+            DEVICE: observation.device_fingerprint,
+            NETWORK: observation.network_fingerprint,
+        }
 
     def decide(
         self, username: str, observation: Observation, risk: str, *, mfa_method: str
@@ -72,10 +76,16 @@ class LoginPolicy:
         context = observation.context(mfa_method=mfa_method, mfa_age=0, risk=risk)
         return self.guard.engine.decide(EntityRef.of("User", username), "hub.login", HUB, context)
 
-    def remember(self, username: str, observation: Observation) -> None:
-        """Note this device and network as seen, after a completed login."""
-        self.guard.store.remember(username, DEVICE, observation.device_fingerprint)
-        self.guard.store.remember(username, NETWORK, observation.network_fingerprint)
+    def remember(self, username: str, observation: Observation, risk: str) -> None:
+        """Note this device and network as seen, after a completed login.
+
+        ``risk`` is the one :meth:`observe` gave: the risk of a device and network
+        both seen before means there is nothing to write (a sighting is never removed).
+        """
+        if risk == risk_level(new_device=False, new_network=False):
+            return
+        for kind, fingerprint in self._sightings(observation).items():
+            self.guard.store.remember(username, kind, fingerprint)
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -179,7 +189,7 @@ class LoginPolicy:
         handler.set_login_cookie(user)
         user._auth_refreshed = time.monotonic()
         handler._jupyterhub_user = user
-        self.remember(pending.username, observation)
+        self.remember(pending.username, observation, pending.risk)
         handler.log.info("nbguard: %s logged in with %s", user.name, method)
         return user
 

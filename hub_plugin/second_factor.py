@@ -41,24 +41,24 @@ class SecondFactor:
         # A counter forgets once the longest lockout has passed with no failure.
         return bool(failures) and now - last > self.guard.lockout.max_delay
 
-    def _counts(self, key: str, now: float) -> tuple[int, float]:
-        failures, last = self.guard.store.failures(key)
-        return (0, 0.0) if self._stale(failures, last, now) else (failures, last)
-
     def check_lockout(self, username: str, client_ip: str, *, now: float | None = None) -> None:
         """Raise MFAError ``locked`` (with ``retry_after``) while user or client is locked."""
+        keys = (user_key(username), client_key(client_ip))
+        self._check_counts(self.guard.store.failures_of(keys), now)
+
+    def _check_counts(self, counts: dict[str, tuple[int, float]], now: float | None) -> None:
         moment = time.time() if now is None else now
-        for key in (user_key(username), client_key(client_ip)):
-            failures, last = self._counts(key, moment)
-            self.guard.lockout.check(failures, last, moment)
+        for failures, last in counts.values():
+            if not self._stale(failures, last, moment):
+                self.guard.lockout.check(failures, last, moment)
 
     async def _failed(
         self, username: str, client_ip: str, session: str | None, method: str, error: MFAError
     ) -> int:
         now = time.time()
         counts = []
-        for key in (user_key(username), client_key(client_ip)):
-            stored, last = self.guard.store.failures(key)
+        keys = (user_key(username), client_key(client_ip))
+        for key, (stored, last) in self.guard.store.failures_of(keys).items():
             if self._stale(stored, last, now):
                 self.guard.store.clear_failures(key)  # count afresh from 1
             counts.append(self.guard.store.add_failure(key, now))
@@ -87,25 +87,26 @@ class SecondFactor:
         recorded; a success clears the user's counter and is recorded as ``event``
         (``verify`` or ``step-up``).
         """
-        self.check_lockout(username, client_ip)
-        enrolment = self.guard.store.totp(username)
+        keys = (user_key(username), client_key(client_ip))
+        enrolment, counts = self.guard.store.totp_and_failures(username, keys)
+        self._check_counts(counts, None)  # a lockout is reported before anything else
         if enrolment is None:
             raise MFAError("no second factor enrolled", reason="not_enrolled")
         text = code.strip() if isinstance(code, str) else ""
         method = "totp" if text.replace(" ", "").isdigit() else "recovery-code"
+        # A match is taken and the user's failure counter cleared in one transaction.
         try:
             if method == "totp":
                 step = totp.verify_code(
                     enrolment.secret, text, last_step=enrolment.last_step, settings=self.guard.totp
                 )
-                self.guard.store.accept_step(username, step)
+                self.guard.store.accept_step(username, step, clear=user_key(username))
             else:
                 index = recovery.match_code(text, self.guard.store.recovery_hashes(username))
-                self.guard.store.use_recovery_code(username, index)
+                self.guard.store.use_recovery_code(username, index, clear=user_key(username))
         except MFAError as error:
             await self._failed(username, client_ip, session, method, error)
             raise
-        self.guard.store.clear_failures(user_key(username))
         await self.record(event, "success", method, username, session, client_ip=client_ip)
         return method
 

@@ -1,16 +1,19 @@
 """Where second factors live: enrolments, recovery-code hashes, failure counters, sightings.
 
-SQLAlchemy Core over any database the hub can reach (SQLite by default). TOTP
+SQLAlchemy Core over any database the hub can reach (SQLite by default), opened
+like nbguard's other stores (``nbguard.database``: SQLite in WAL mode with
+``synchronous=FULL``, write transactions that take the lock up front). TOTP
 secrets are stored sealed (``NBGuard.secret_keys``), recovery codes only as
 salted hashes. Every check-and-update that guards against replay (the TOTP step,
 a recovery code) is one conditional UPDATE, so two hub requests racing with the
-same code cannot both win.
+same code cannot both win; the same transaction clears the user's failure
+counter, so a login's second factor costs one commit.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
@@ -23,15 +26,16 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     delete,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from nbguard.database import create_tables, normalise_url, open_engine, write_transaction
 from nbguard.encryption import SecretBox
 from nbguard.errors import ConfigError, MFAError, NBGuardError
 
@@ -72,6 +76,9 @@ seen_table = Table(
     Column("first_seen", Float, nullable=False),
 )
 
+#: PostgreSQL advisory lock that serialises table creation between hubs ("nbmfa").
+_SCHEMA_LOCK = 0x6E626D6661
+
 
 class StoreError(NBGuardError):
     """The MFA database failed; the login fails closed."""
@@ -90,9 +97,9 @@ class MFAStore:
 
     def __init__(self, url: str, secrets: SecretBox) -> None:
         try:
-            self.engine = create_engine(url)
-            metadata.create_all(self.engine)
-        except SQLAlchemyError as error:
+            self.engine = open_engine(normalise_url(url, what="the MFA store"))
+            create_tables(self.engine, metadata, lock_key=_SCHEMA_LOCK)
+        except (ConfigError, SQLAlchemyError) as error:
             raise ConfigError(f"NBGuard.mfa_db_url: cannot open {url!r}: {error}") from error
         self.secrets = secrets
 
@@ -105,11 +112,21 @@ class MFAStore:
     def totp(self, username: str) -> TOTPEnrolment | None:
         """The user's TOTP enrolment, or None when they have none."""
         with self._connect() as conn:
-            row = conn.execute(
-                select(totp_table.c.secret, totp_table.c.last_step).where(
-                    totp_table.c.username == username
-                )
-            ).first()
+            return self._totp(conn, username)
+
+    def totp_and_failures(
+        self, username: str, keys: Iterable[str]
+    ) -> tuple[TOTPEnrolment | None, dict[str, tuple[int, float]]]:
+        """:meth:`totp` and :meth:`failures_of` in one round trip (a code check needs both)."""
+        with self._connect() as conn:
+            return self._totp(conn, username), self._failures(conn, keys)
+
+    def _totp(self, conn: Connection, username: str) -> TOTPEnrolment | None:
+        row = conn.execute(
+            select(totp_table.c.secret, totp_table.c.last_step).where(
+                totp_table.c.username == username
+            )
+        ).first()
         if row is None:
             return None
         secret = self.secrets.open(row.secret).decode("ascii")
@@ -141,11 +158,12 @@ class MFAStore:
         except IntegrityError as error:
             raise MFAError("a second factor is already enrolled", reason="invalid") from error
 
-    def accept_step(self, username: str, step: int) -> None:
+    def accept_step(self, username: str, step: int, *, clear: str | None = None) -> None:
         """Record ``step`` as used; MFAError ``replayed`` if it (or a later one) already was.
 
         The sealed secret is re-sealed under the first key at the same time, so
-        secrets move to a new key as their users log in.
+        secrets move to a new key as their users log in. When the step is accepted,
+        the failure counter ``clear`` (if given) is cleared in the same transaction.
         """
         with self._begin() as conn:
             row = conn.execute(
@@ -161,6 +179,8 @@ class MFAStore:
             )
             if result.rowcount != 1:
                 raise MFAError("TOTP code already used", reason="replayed")
+            if clear is not None:
+                conn.execute(delete(failure_table).where(failure_table.c.key == clear))
 
     def is_enrolled(self, username: str) -> bool:
         """True when the user has an active second factor."""
@@ -190,8 +210,12 @@ class MFAStore:
             ).all()
         return [None if row.used_at is not None else row.code_hash for row in rows]
 
-    def use_recovery_code(self, username: str, position: int) -> None:
-        """Mark a recovery code used; MFAError ``replayed`` if it already was."""
+    def use_recovery_code(self, username: str, position: int, *, clear: str | None = None) -> None:
+        """Mark a recovery code used; MFAError ``replayed`` if it already was.
+
+        When the code is taken, the failure counter ``clear`` (if given) is
+        cleared in the same transaction.
+        """
         with self._begin() as conn:
             result = conn.execute(
                 update(recovery_table)
@@ -200,20 +224,33 @@ class MFAStore:
                 .where(recovery_table.c.used_at.is_(None))
                 .values(used_at=time.time())
             )
-        if result.rowcount != 1:
-            raise MFAError("recovery code already used", reason="replayed")
+            if result.rowcount != 1:
+                raise MFAError("recovery code already used", reason="replayed")
+            if clear is not None:
+                conn.execute(delete(failure_table).where(failure_table.c.key == clear))
 
     # -- failure counters -------------------------------------------------------------
 
     def failures(self, key: str) -> tuple[int, float]:
         """Consecutive failures counted under ``key`` and the time of the last one."""
+        return self.failures_of([key])[key]
+
+    def failures_of(self, keys: Iterable[str]) -> dict[str, tuple[int, float]]:
+        """:meth:`failures` of several keys, read at once (``(0, 0.0)`` for a clean key)."""
         with self._connect() as conn:
-            row = conn.execute(
-                select(failure_table.c.failures, failure_table.c.last_failure).where(
-                    failure_table.c.key == key
-                )
-            ).first()
-        return (0, 0.0) if row is None else (int(row.failures), float(row.last_failure))
+            return self._failures(conn, keys)
+
+    @staticmethod
+    def _failures(conn: Connection, keys: Iterable[str]) -> dict[str, tuple[int, float]]:
+        wanted = list(keys)
+        rows = conn.execute(
+            select(
+                failure_table.c.key, failure_table.c.failures, failure_table.c.last_failure
+            ).where(failure_table.c.key.in_(wanted))
+        ).all()
+        counts = dict.fromkeys(wanted, (0, 0.0))
+        counts.update({row.key: (int(row.failures), float(row.last_failure)) for row in rows})
+        return counts
 
     def add_failure(self, key: str, now: float) -> int:
         """Count one more failure under ``key``; return the new count."""
@@ -239,15 +276,23 @@ class MFAStore:
 
     def has_seen(self, username: str, kind: str, fingerprint: str) -> bool:
         """True when ``username`` completed a login from this device or network before."""
+        return kind in self.seen_kinds(username, {kind: fingerprint})
+
+    def seen_kinds(self, username: str, fingerprints: dict[str, str]) -> set[str]:
+        """The kinds of ``{kind: fingerprint}`` that :meth:`has_seen`, read at once."""
+        wanted = [
+            (seen_table.c.kind == kind) & (seen_table.c.fingerprint == fingerprint)
+            for kind, fingerprint in fingerprints.items()
+        ]
+        if not wanted:
+            return set()
         with self._connect() as conn:
-            row = conn.execute(
-                select(seen_table.c.first_seen).where(
-                    (seen_table.c.username == username)
-                    & (seen_table.c.kind == kind)
-                    & (seen_table.c.fingerprint == fingerprint)
+            rows = conn.execute(
+                select(seen_table.c.kind, seen_table.c.fingerprint).where(
+                    (seen_table.c.username == username) & or_(*wanted)
                 )
-            ).first()
-        return row is not None
+            ).all()
+        return {row.kind for row in rows if fingerprints.get(row.kind) == row.fingerprint}
 
     def remember(self, username: str, kind: str, fingerprint: str) -> None:
         """Note that ``username`` completed a login from this device or network."""
@@ -277,8 +322,14 @@ class MFAStore:
         # Database trouble becomes StoreError so that logins fail closed with a
         # clear message; IntegrityError stays, callers use it for "already there".
         try:
-            with self.engine.begin() if begin else self.engine.connect() as conn:
-                yield conn
+            if begin:
+                # write_transaction: on SQLite the write lock is taken at BEGIN,
+                # so a read-then-update (accept_step) cannot interleave with another.
+                with write_transaction(self.engine) as conn:
+                    yield conn
+            else:
+                with self.engine.connect() as conn:
+                    yield conn
         except IntegrityError:
             raise
         except SQLAlchemyError as error:

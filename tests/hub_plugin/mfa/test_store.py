@@ -146,3 +146,61 @@ def test_database_going_away_is_a_store_error(tmp_path: Path, key: str) -> None:
     db.unlink()
     with pytest.raises(StoreError, match="MFA database unavailable"):
         store.add_failure("user:alice", 1.0)
+
+
+def test_accepted_step_clears_the_counter_it_is_given(store: MFAStore) -> None:
+    """An accepted step clears the named failure counter in its transaction; a replay does not."""
+    store.enrol_totp("alice", SECRET, 10, [])
+    store.add_failure("user:alice", 1.0)
+    with pytest.raises(MFAError, match="already used"):
+        store.accept_step("alice", 10, clear="user:alice")
+    assert store.failures("user:alice") == (1, 1.0)
+    store.accept_step("alice", 11, clear="user:alice")
+    assert store.failures("user:alice") == (0, 0.0)
+
+
+def test_used_recovery_code_clears_the_counter_it_is_given(store: MFAStore) -> None:
+    """Taking a recovery code clears the named counter; a used code leaves it."""
+    store.enrol_totp("alice", SECRET, 1, ["h0"])
+    store.add_failure("user:alice", 1.0)
+    store.use_recovery_code("alice", 0, clear="user:alice")
+    assert store.failures("user:alice") == (0, 0.0)
+    store.add_failure("user:alice", 2.0)
+    with pytest.raises(MFAError, match="already used"):
+        store.use_recovery_code("alice", 0, clear="user:alice")
+    assert store.failures("user:alice") == (1, 2.0)
+
+
+def test_failures_of_several_keys_read_at_once(store: MFAStore) -> None:
+    """Counted keys read with their counts, clean keys as zero."""
+    store.add_failure("client:10.0.0.1", 4.0)
+    assert store.failures_of(["user:alice", "client:10.0.0.1"]) == {
+        "user:alice": (0, 0.0),
+        "client:10.0.0.1": (1, 4.0),
+    }
+
+
+def test_seen_kinds_match_kind_and_fingerprint(store: MFAStore) -> None:
+    """Only a kind remembered with that very fingerprint counts as seen."""
+    store.remember("alice", "device", "ua:1")
+    store.remember("alice", "network", "10.0.0.0/24")
+    assert store.seen_kinds("alice", {"device": "ua:1", "network": "10.0.0.0/24"}) == {
+        "device",
+        "network",
+    }
+    assert store.seen_kinds("alice", {"device": "10.0.0.0/24", "network": "ua:1"}) == set()
+    assert store.seen_kinds("alice", {"device": "ua:2", "network": "10.0.0.0/24"}) == {"network"}
+    assert store.seen_kinds("bob", {"device": "ua:1"}) == set()
+
+
+def test_sqlite_store_uses_a_durable_wal_journal(store: MFAStore) -> None:
+    """The SQLite store is opened like nbguard's other stores: WAL, synchronous FULL."""
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
+
+
+def test_in_memory_database_is_refused() -> None:
+    """Enrolments must survive a restart: an in-memory SQLite URL is a config error."""
+    with pytest.raises(ConfigError, match=r"NBGuard\.mfa_db_url"):
+        MFAStore("sqlite://", SecretBox([SecretBox.generate_key()]))
