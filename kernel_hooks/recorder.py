@@ -14,7 +14,11 @@ earlier error (recorded from the kernel's abort reply, status ``aborted``).
 The record is built and appended to the spool before ``run_cell`` returns; it
 never waits on the network (the shipper, a background thread, sends it). Each
 record takes the next ``seq`` of the process's stream when it is written, so the
-spool always holds a stream in order, without gaps.
+spool always holds a stream in order, without gaps. One part of a record is
+finished off the cell path: when the line holds all of an ASCII source, its
+``code_sha256`` is spooled as :data:`PENDING_SHA256` and filled in from the line
+by whoever ships it (:func:`complete_line`), so what the guard receives is the
+same, and a killed kernel's records lose nothing (the source is in the spool).
 
 Outputs reach the digest (:mod:`~nbguard.kernel_hooks.outputs`) through
 wrappers on ``sys.stdout``/``sys.stderr`` ``write``, the display publisher and the

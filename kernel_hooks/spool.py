@@ -21,7 +21,11 @@ status messages at that moment). Timed inside a kernel, the recorder's
 ``post_execute`` took 96 µs p50 with one ``write(2)`` per record and 57 µs with the
 copy. Why not SQLite: a WAL commit measured 10-19 µs p50 here on its own, over the
 whole per-cell budget of 10 µs. The shipper thread prepares the next segment
-before one fills.
+before one fills, and keeps the pages the next records go to writable
+(:func:`populate`), so that the cell path does not take the page faults either.
+The cell path takes no lock: ``mmap.write`` copies a line at the mapping's position
+and moves it in one call, which the interpreter lock makes atomic; only a full
+segment's switch to the next is done under the spool's lock.
 
 Ownership is an advisory lock (``flock``) on each segment, held by its kernel for
 its whole life and released by the operating system when the process dies.
@@ -56,6 +60,8 @@ log = logging.getLogger("nbguard.kernel_hooks")
 
 #: ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14 and later; Python names it from 3.12).
 _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else None)
+#: Segment switches one append may make before giving up (see Spool._append_locked).
+_SWITCHES = 16
 #: How far ahead of the writer the shipper keeps pages writable (about 140 records).
 READY_BYTES = 64 * 1024
 
@@ -206,6 +212,28 @@ def _read_acked(path: Path) -> int:
         return 0
 
 
+def _seal(segment: Segment) -> int:
+    """Close ``segment``'s mapping and return how many of its bytes hold records.
+
+    A writer that took the mapping before it stopped being current may still copy
+    one more line into it until it is closed, so the end is read after closing:
+    records end at the first zero byte.
+    """
+    mapped, segment.map = segment.map, None
+    if mapped is None:
+        return segment.sealed or 0
+    position = mapped.tell()
+    mapped.close()
+    while True:
+        chunk = os.pread(segment.fd, 64 * 1024, position)
+        zero = chunk.find(b"\0")
+        if zero >= 0:
+            return position + zero
+        if not chunk:
+            return position
+        position += len(chunk)
+
+
 class Spool:
     """This process's writer into the spool, and the finder of orphaned segments."""
 
@@ -226,11 +254,9 @@ class Spool:
         self._number = 0
         self._current: Segment | None = None
         self._spare: Segment | None = None
-        #: Bytes of the current segment that hold complete records.
-        self.committed = 0
-        # The current segment's mapping and its size (0: closed), for append().
+        # The current segment's mapping (None: closed). Its position is where the
+        # next record goes: the bytes before it hold complete records.
         self._map: mmap.mmap | None = None
-        self._room = 0
         #: Earlier segments of this process (full, ``sealed``) not yet all accepted.
         self.retired: list[Segment] = []
         self.lost = 0
@@ -276,37 +302,39 @@ class Spool:
         and no next one is ready. Never raises: a full disk must not break the
         user's cell; a lost record leaves a gap in ``seq``, which the guard reports.
         """
-        with self._lock:
-            start = self.committed
-            end = start + len(line)
-            if end > self._room:  # the segment is full (or the spool closed)
-                return self._append_to_next(line)
-            self._map[start:end] = line  # type: ignore[index]  # _room > 0: mapped
-            self.committed = end
-            return True
-
-    def _append_to_next(self, line: bytes) -> bool:
-        """:meth:`append` when the line does not fit. Called with the lock held."""
-        segment = self._current
-        if segment is None or segment.map is None:
-            return self._lose("the spool is closed")
         try:
-            self._next_segment(segment, len(line))
-        except OSError as error:
-            return self._lose(os.strerror(error.errno or errno.EIO))
-        mapped = self._map
-        if mapped is None:  # _next_segment maps every segment it switches to
-            return self._lose("the new spool segment is not mapped")
-        mapped[: len(line)] = line
-        self.committed = len(line)
+            # mmap.write is one C call, so atomic under the interpreter lock: it copies
+            # the line at the mapping's position and moves the position past it, or
+            # raises ValueError having written nothing (no room left, or the mapping
+            # was closed by a switch to the next segment). No lock on the cell path.
+            self._map.write(line)  # type: ignore[union-attr]
+        except (ValueError, AttributeError):  # full, switched, or closed (None)
+            with self._lock:
+                return self._append_locked(line)
         return True
+
+    def _append_locked(self, line: bytes) -> bool:
+        """:meth:`append` when the line did not go in. Called with the lock held."""
+        # Writers in other threads take no lock: between a switch and this thread's
+        # write they may fill the new segment too (only tiny segments make that
+        # likely), so this switches again until the line fits.
+        for _ in range(_SWITCHES):
+            mapped, segment = self._map, self._current
+            if mapped is None or segment is None:
+                return self._lose("the spool is closed")
+            with contextlib.suppress(ValueError):  # full (or closed by another writer)
+                mapped.write(line)
+                return True
+            try:
+                self._next_segment(segment, len(line))
+            except OSError as error:
+                return self._lose(os.strerror(error.errno or errno.EIO))
+        return self._lose("other threads filled every new segment first")
 
     def _use(self, segment: Segment | None) -> None:
         """Make ``segment`` the one records are written to. Called with the lock held."""
         self._current = segment
-        self.committed = 0
         self._map = segment.map if segment is not None else None
-        self._room = len(self._map) if self._map is not None else 0
 
     def _next_segment(self, full: Segment, needed: int) -> None:
         """Seal the full segment and switch to the spare (or a new one). Called with
@@ -318,19 +346,16 @@ class Spool:
             path = self.directory / f"{self.prefix}{self._number:06d}{_SUFFIX}"
             self._number += 1
             spare = Segment.create(path, max(self.segment_bytes, needed))
-        full.sealed = self.committed
-        if full.map is not None:
-            full.map.close()
-            full.map = None
-        self.retired.append(full)
         self._use(spare)
+        full.sealed = _seal(full)
+        self.retired.append(full)
 
     def keep_ready(self) -> None:
         """Keep the pages the next records go to writable (the shipper calls it)."""
-        with self._lock:
-            mapped, start = self._map, self.committed
+        mapped = self._map
         if mapped is not None:
-            populate(mapped, start, READY_BYTES)
+            with contextlib.suppress(ValueError):  # closed by a switch meanwhile
+                populate(mapped, mapped.tell(), READY_BYTES)
 
     def retire_done(self) -> None:
         """Remove the full segments whose records the guard has all accepted."""
@@ -350,13 +375,13 @@ class Spool:
     def snapshot(self) -> tuple[Segment | None, int]:
         """The current segment and how many of its bytes hold complete records."""
         with self._lock:
-            return self._current, self.committed
+            segment, mapped = self._current, self._map
+            return segment, mapped.tell() if mapped is not None else 0
 
     def close(self, *, remove_if_done: bool = True) -> None:
         """Stop writing; segments whose records were all accepted are removed."""
         with self._lock:
             segment = self._current
-            committed = self.committed
             self._use(None)
             spare, self._spare = self._spare, None
             retired, self.retired = self.retired, []
@@ -369,7 +394,7 @@ class Spool:
                 old.close()
         if segment is None:
             return
-        if remove_if_done and segment.acked >= committed:
+        if remove_if_done and segment.acked >= _seal(segment):
             segment.remove()
         else:
             segment.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,41 @@ def test_full_segments_are_shipped_in_order_and_removed(tmp_path: Path) -> None:
     assert not first.path.exists()
     spool.close()
     assert list(tmp_path.glob("*.jsonl")) == []
+
+
+def test_threads_appending_at_once_lose_no_record(tmp_path: Path) -> None:
+    """Cells in several threads (subshells) appending while segments fill and switch:
+    every record is kept once and whole, in its thread's order."""
+    spool = Spool(tmp_path, "k-1", "i-1", segment_bytes=4096)
+    spool.open()
+    threads, count = 4, 400
+
+    def write(thread: int) -> None:
+        for i in range(count):
+            assert spool.append(record(i, thread=thread, code="x" * (i % 300)))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    current, committed = spool.snapshot()
+    assert current is not None
+    segments = [(old, old.sealed) for old in spool.retired] + [(current, committed)]
+    seen: dict[int, list[int]] = {t: [] for t in range(threads)}
+    for segment, end in segments:
+        assert end is not None
+        for line in segment.lines(end, 1 << 20, 1 << 30)[0]:
+            value = json.loads(line.data)
+            seen[value["thread"]].append(value["seq"])
+    assert spool.lost == 0
+    assert seen == {t: list(range(count)) for t in range(threads)}
+    spool.close(remove_if_done=False)
 
 
 @pytest.fixture
