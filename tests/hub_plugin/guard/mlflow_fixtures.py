@@ -13,6 +13,7 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -44,9 +45,18 @@ async def mlflow_guard(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: MLflowServer
 ) -> AsyncIterator[Guard]:
     """A MockHub with the guard service fronting the session's MLflow server."""
-    tmp = tmp_path_factory.mktemp("guard")
     # No attribute cache: tests change tags and look at once.
-    settings = {"mlflow_tracking_uri": mlflow_server.url, "mlflow_cache_seconds": 0.0}
+    async with gateway_guard(tmp_path_factory, mlflow_server, cache_seconds=0.0) as env:
+        yield env
+
+
+@asynccontextmanager
+async def gateway_guard(
+    tmp_path_factory: pytest.TempPathFactory, server: MLflowServer, *, cache_seconds: float
+) -> AsyncIterator[Guard]:
+    """A MockHub with the guard service fronting ``server``, attributes cached so long."""
+    tmp = tmp_path_factory.mktemp("guard")
+    settings = {"mlflow_tracking_uri": server.url, "mlflow_cache_seconds": cache_seconds}
     async with running_guard(tmp, **settings) as env:
         yield env
 

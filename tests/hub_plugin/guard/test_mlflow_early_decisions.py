@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 import requests
 
-from .conftest import Guard, running_guard
-from .mlflow_fixtures import mlflow_server, person
+from .conftest import Guard
+from .mlflow_fixtures import gateway_guard, mlflow_server, person
 from .mlflow_server import MLflowServer
 from .witnesses import ledger_bodies
 
@@ -33,9 +33,7 @@ async def cached_guard(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: MLflowServer
 ) -> AsyncIterator[Guard]:
     """The guard in front of the session's MLflow server, attributes cached a minute."""
-    tmp = tmp_path_factory.mktemp("guard-cached")
-    settings = {"mlflow_tracking_uri": mlflow_server.url, "mlflow_cache_seconds": 60.0}
-    async with running_guard(tmp, **settings) as env:
+    async with gateway_guard(tmp_path_factory, mlflow_server, cache_seconds=60.0) as env:
         yield env
 
 
