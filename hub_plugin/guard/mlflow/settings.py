@@ -59,8 +59,11 @@ class MLflowSettings(HasTraits):  # type: ignore[misc]
         5.0,
         help="""Seconds a registered model's policy attributes (its ``nbguard.*`` tags) are
         cached by each replica (default 5). The gateway forgets a model at once when it
-        changes the model's tags itself; a change made by another replica or directly
-        in MLflow counts after at most this long. 0: read them on every call.""",
+        changes the model's tags itself; for calls decided before they are forwarded
+        (writes), a change made by another replica or directly in MLflow counts after at
+        most this long. Reads are always decided on the registry's answer; for this long
+        the entity a read was decided on lets the next read be decided early, beside the
+        registry call (see docs/model-registry.md). 0: no cache.""",
     ).tag(config=True)
 
     mlflow_default_sensitivity = Unicode(
