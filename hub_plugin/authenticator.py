@@ -26,7 +26,7 @@ from nbguard.hub_plugin.hub_guard import NBGuard
 from nbguard.hub_plugin.idp_mfa import idp_did_mfa
 from nbguard.hub_plugin.login_policy import LoginPolicy
 from nbguard.hub_plugin.plugin_classes import resolve_plugin_class
-from nbguard.hub_plugin.recording import fail_closed
+from nbguard.hub_plugin.recording import await_recorded, fail_closed
 
 
 class MFAAuthenticatorMixin:
@@ -71,10 +71,11 @@ class MFAAuthenticatorMixin:
         result = await _maybe_await(super().authenticate(handler, data))  # type: ignore[misc]
         if result is None:
             username = data.get("username", "") if isinstance(data, dict) else ""
-            await self.nbguard_login.record_primary(
+            failed = self.nbguard_login.queue_primary(
                 handler, str(username), self.nbguard_method, outcome="failure",
                 reason="primary authentication failed",
             )  # fmt: skip
+            await await_recorded(self.nbguard, failed, "login")
         return result
 
     @fail_closed
@@ -94,7 +95,10 @@ class MFAAuthenticatorMixin:
         observation, risk = login.observe(handler, username)
         # The login session starts here, so that its login record is part of it.
         session_id = secrets.token_hex(16)
-        await login.record_primary(
+        # Queued now, durable before any answer that grants or refuses: awaited
+        # below, or (for a login held for its second factor, which grants nothing
+        # yet) before that login completes.
+        primary = login.queue_primary(
             handler,
             username,
             self.nbguard_method,
@@ -109,6 +113,7 @@ class MFAAuthenticatorMixin:
             userinfo_key=getattr(self, "user_auth_state_key", "oauth_user"),
         ):
             decision = login.decide(username, observation, risk, mfa_method="idp")
+            await await_recorded(self.nbguard, primary, "login")
             if not decision.allowed:
                 await login.refuse(handler, username, decision, observation)
             await login.record_idp_mfa(username, session_id, observation.client_ip)
@@ -117,8 +122,9 @@ class MFAAuthenticatorMixin:
         # Refuse early what no second factor could fix (wrong role, zone, device...).
         decision = login.decide(username, observation, risk, mfa_method="totp")
         if not decision.allowed:
+            await await_recorded(self.nbguard, primary, "login")
             await login.refuse(handler, username, decision, observation)
-        await login.hold(handler, model, observation, risk, session_id)
+        await login.hold(handler, model, observation, risk, session_id, primary)
         return None  # not reached: hold() ends the request
 
     @fail_closed

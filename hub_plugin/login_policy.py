@@ -17,13 +17,14 @@ from tornado.web import Finish
 from nbguard.hub_plugin.auth_state import MFAState, with_state
 from nbguard.hub_plugin.pages import finish_page
 from nbguard.hub_plugin.pending import PendingLogin
-from nbguard.hub_plugin.recording import append_record
+from nbguard.hub_plugin.recording import await_recorded, queue_record
 from nbguard.hub_plugin.request_context import Observation, risk_level
 from nbguard.hub_plugin.second_factor import SecondFactor
 from nbguard.policy import Decision, EntityRef
 
 if TYPE_CHECKING:
     from nbguard.hub_plugin.hub_guard import NBGuard
+    from nbguard.ledger.writer import PendingReceipt
 
 #: Cookie that binds a pending login to the browser (signed by the hub's cookie secret).
 PENDING_COOKIE = "nbguard-pending"
@@ -94,11 +95,12 @@ class LoginPolicy:
     ) -> NoReturn:
         """Record a refused login and show the user why, in words; ends the request."""
         reason, remedies = plain_reason(decision)
-        await self.record_primary(
+        refused = self.queue_primary(
             handler, username, "policy", outcome="failure",
             reason=f"policy: {', '.join(decision.policy_ids) or 'no permit'} "
             f"[{decision.correlation_id}]", observation=observation,
         )  # fmt: skip
+        await await_recorded(self.guard, refused, "login")
         handler.log.warning("nbguard refused login of %s: %s", username, decision.explain())
         await finish_page(
             handler,
@@ -118,8 +120,13 @@ class LoginPolicy:
         observation: Observation,
         risk: str,
         session_id: str = "",
+        primary_record: PendingReceipt | None = None,
     ) -> NoReturn:
-        """Keep the primary login pending and send the browser to the second factor."""
+        """Keep the primary login pending and send the browser to the second factor.
+
+        ``primary_record`` is the queued ``login`` record of the primary login:
+        :meth:`complete` awaits its durability before the login cookie is set.
+        """
         try:
             next_url = handler.get_next_url()
         except Exception:  # a handler's own next-url logic must not break the gate
@@ -131,6 +138,7 @@ class LoginPolicy:
             risk=risk,
             next_url=next_url,
             session_id=session_id,
+            primary_record=primary_record,
         )
         handler._set_cookie(
             PENDING_COOKIE,
@@ -178,6 +186,10 @@ class LoginPolicy:
         section and the hub's login cookie is set, here and nowhere else.
         """
         self.drop(handler, pending)
+        if pending.primary_record is not None:
+            # The primary login's record, queued a request ago, is durable before
+            # anything of the login is kept (auth state) or granted (cookie).
+            await await_recorded(self.guard, pending.primary_record, "login")
         observation = pending.observation
         decision = self.decide(pending.username, observation, pending.risk, mfa_method=method)
         if not decision.allowed:
@@ -220,7 +232,7 @@ class LoginPolicy:
 
     # -- records -------------------------------------------------------------------------------
 
-    async def record_primary(
+    def queue_primary(
         self,
         handler: Any,
         username: str,
@@ -230,12 +242,14 @@ class LoginPolicy:
         reason: str | None = None,
         observation: Observation | None = None,
         session: str | None = None,
-    ) -> None:
-        """Append a ``login`` record for a primary login attempt.
+    ) -> PendingReceipt:
+        """Queue a ``login`` record for a primary login attempt; return its receipt.
 
-        Pass the request's ``observation`` when it was already made, so that the
-        device assertion is not verified twice in one request; a successful one
-        names the login ``session`` it starts (reviewers find it there).
+        Await the receipt (``recording.await_recorded``) before the answer the
+        record must precede. Pass the request's ``observation`` when it was
+        already made, so that the device assertion is not verified twice in one
+        request; a successful one names the login ``session`` it starts
+        (reviewers find it there).
         """
         if observation is None:
             observation = self.guard.context.observe(handler.request, username or "unknown")
@@ -248,7 +262,7 @@ class LoginPolicy:
         }
         if reason:
             body["reason"] = reason[:512]
-        await append_record(
+        return queue_record(
             self.guard, "login", body, actor=username[:256] or "unknown", session=session
         )
 

@@ -37,6 +37,9 @@ class PendingLogin:
     failures: int = 0
     #: The TOTP secret offered at enrolment, until the user confirms it.
     enrol_secret: str | None = None
+    #: The queued ledger record of the primary login (a ``PendingReceipt``),
+    #: awaited before the login completes.
+    primary_record: Any = None
 
     def binds(self, observation: Observation) -> bool:
         """True when ``observation`` comes from the browser that started this login."""
@@ -63,11 +66,12 @@ class PendingLogins:
         risk: str,
         next_url: str,
         session_id: str = "",
+        primary_record: Any = None,
     ) -> PendingLogin:
         """Hold a new pending login and return it (its ``token`` goes in the cookie).
 
         ``session_id`` is the login session the primary login was recorded in (a
-        new one is drawn when empty).
+        new one is drawn when empty); ``primary_record`` the receipt of that record.
         """
         now = self._clock()
         pending = PendingLogin(
@@ -78,6 +82,7 @@ class PendingLogins:
             risk=risk,
             next_url=next_url,
             created=now,
+            primary_record=primary_record,
             **({"session_id": session_id} if session_id else {}),
         )
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,6 +15,7 @@ from nbguard.hub_plugin.mfa.store import StoreError
 
 if TYPE_CHECKING:
     from nbguard.hub_plugin.hub_guard import NBGuard
+    from nbguard.ledger.writer import PendingReceipt
 
 #: What the user reads when the ledger is down (the log gets the cause).
 UNRECORDED = (
@@ -29,8 +31,34 @@ async def append_record(
     try:
         await guard.ledger.append_async(kind, body, actor=actor, session=session)
     except NBGuardError as error:
-        guard.log.error("nbguard: could not append a %s record: %s", kind, error)
-        raise web.HTTPError(503, UNRECORDED) from error
+        raise _unrecorded(guard, kind, error) from error
+
+
+def queue_record(
+    guard: NBGuard, kind: str, body: Mapping[str, Any], *, actor: str, session: str | None = None
+) -> PendingReceipt:
+    """Validate and queue one record without waiting; HTTP 503 if the ledger refuses it.
+
+    For a record that must be durable before a later answer rather than this
+    one: pass the receipt to :func:`await_recorded` before that answer.
+    """
+    try:
+        return guard.ledger.append_nowait(kind, body, actor=actor, session=session)
+    except NBGuardError as error:
+        raise _unrecorded(guard, kind, error) from error
+
+
+async def await_recorded(guard: NBGuard, receipt: PendingReceipt, kind: str) -> None:
+    """Return once a queued record is durable; HTTP 503 (nothing granted) if it was not stored."""
+    # Usually long committed by the time this is asked (a request later).
+    done = receipt.exception(0) if receipt.done() else await asyncio.to_thread(receipt.exception)
+    if done is not None:
+        raise _unrecorded(guard, kind, done) from done
+
+
+def _unrecorded(guard: NBGuard, kind: str, error: Exception) -> web.HTTPError:
+    guard.log.error("nbguard: could not append a %s record: %s", kind, error)
+    return web.HTTPError(503, UNRECORDED)
 
 
 #: What the user reads when the MFA database is down.

@@ -236,3 +236,33 @@ async def test_mfa_database_down_fails_closed_with_a_clear_page(hub: Any) -> Non
     assert "second-factor database" in page.text
     assert "Traceback" not in page.text
     assert not browser.has_login_cookie()
+
+
+async def test_primary_record_not_stored_means_the_login_cannot_complete(hub: Any) -> None:
+    """A password login whose ledger record failed ends in a 503 at the code, with no session."""
+    import sqlalchemy
+
+    name = new_user(hub)
+    secret, recovery_codes, _ = await Browser(hub).enrol(name)
+    guard = hub.authenticator.nbguard
+    store = guard.ledger.store
+    working = store.engine
+    store.engine = sqlalchemy.create_engine("sqlite:////nonexistent-dir/ledger.sqlite")
+    try:
+        browser = Browser(hub)
+        page = await browser.login(name)
+        assert page.url.endswith("nbguard/mfa"), page.url
+        (pending,) = [p for p in guard.pending._items.values() if p.username == name]
+        assert pending.primary_record.exception(10) is not None  # the commit failed
+    finally:
+        store.engine = working
+    done = await browser.post(page.url, {"code": later_code(secret)}, xsrf=page.xsrf)
+    assert done.status == 503
+    assert "audit ledger" in done.text
+    assert not browser.has_login_cookie()
+    # With the ledger back, the next login completes (the failed one used the next code).
+    again = Browser(hub)
+    page = await again.login(name)
+    done = await again.post(page.url, {"code": recovery_codes[0]}, xsrf=page.xsrf)
+    assert done.status == 200
+    assert again.has_login_cookie()
