@@ -311,6 +311,7 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
         from nbguard.hub_plugin.guard.contexts import ContextResolver
         from nbguard.hub_plugin.guard.decisions import Decider
         from nbguard.hub_plugin.guard.hub_state import HubClient
+        from nbguard.hub_plugin.guard.request_entities import RequestEntities
         from nbguard.ledger.ledger import open_configured_ledger
         from nbguard.policy import PolicyEngine
 
@@ -346,6 +347,7 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
             StandingCache(self.elevations, self.db_changes),
             timezone=self.timezone,
         )
+        self.request_entities = RequestEntities(self.engine)
         self.decider = Decider(
             self.engine, self.resolver, self.ledger, step_up_url=self.step_up_url, log=self.log
         )

@@ -16,6 +16,7 @@ from the stored request, so any replica can decide on any request.
 from __future__ import annotations
 
 import hashlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +111,8 @@ class ElevationAPIHandler(APIHandler):
         refuse_if_locked(who)
         return who
 
-    def request_entity(self, request: ElevationRequest) -> EntityRef:
-        """The request's policy entity, added to the engine if this replica lacks it."""
+    def request_entity(self, request: ElevationRequest) -> AbstractContextManager[EntityRef]:
+        """The request's policy entity, in the engine for the ``with`` block."""
         try:
             built = elevation_request(
                 request.id,
@@ -123,21 +124,18 @@ class ElevationAPIHandler(APIHandler):
                 sensitivity=request.sensitivity,
                 break_glass=request.break_glass,
             )
-            ref = EntityRef.of("ElevationRequest", request.id)
-            if self.guard.engine.entities.get(ref) != built:
-                self.guard.engine.upsert_entities([built])
+            return self.guard.request_entities.using(built)
         except NBGuardError as error:
             raise http_error(error) from error
-        return ref
 
     def may_approve(self, who: CallerContext, request: ElevationRequest) -> bool:
         """Whether the policy lets the caller approve ``request`` (not recorded)."""
         if same_person(who.name, request.requester):
             return False
-        ref = self.request_entity(request)
-        return self.guard.engine.decide(
-            who.principal, "elevation.approve", ref, who.context
-        ).allowed
+        with self.request_entity(request) as ref:
+            return self.guard.engine.decide(
+                who.principal, "elevation.approve", ref, who.context
+            ).allowed
 
     def is_admin(self, who: CallerContext) -> bool:
         """Whether the caller may administer the guard (not recorded)."""
@@ -191,12 +189,11 @@ class ElevationAPIHandler(APIHandler):
                 sensitivity=ask.sensitivity,
                 break_glass=break_glass,
             )
-            self.guard.engine.upsert_entities([provisional])
+            held = self.guard.request_entities.using(provisional)
         except NBGuardError as error:
             raise http_error(error) from error
-        await self.decide_or_deny(
-            who, "elevation.request", EntityRef.of("ElevationRequest", f"ask-{digest}")
-        )
+        with held as ref:
+            await self.decide_or_deny(who, "elevation.request", ref)
         return ask, rule
 
     def _parse_ask(self, caller_environment: str) -> Ask:
@@ -254,7 +251,6 @@ class RequestsHandler(ElevationAPIHandler):
         request = await in_store(
             self.guard.elevations.create_request, requester=who.name, rule=rule, **ask.store_args()
         )
-        self.request_entity(request)
         await self.events.request(
             who, "request", request, text=request.reason, notify="request.created"
         )
@@ -307,9 +303,8 @@ class RequestDecisionHandler(ElevationAPIHandler):
             raise GuardError(
                 409, "conflict", f"This elevation request is already {request.status}."
             )
-        who, _decision = await self.decide_or_deny(
-            who, "elevation.approve", self.request_entity(request)
-        )
+        with self.request_entity(request) as ref:
+            who, _decision = await self.decide_or_deny(who, "elevation.approve", ref)
         request = await in_store(
             store.decide,
             request.id,
@@ -355,7 +350,6 @@ class BreakGlassHandler(ElevationAPIHandler):
         store = self.guard.elevations
         grant = await in_store(store.break_glass, user=who.name, rule=rule, **ask.store_args())
         request = await in_store(store.get_request, grant.request_id)
-        self.request_entity(request)
         await self.events.request(
             who, "break-glass", request, text=ask.reason, grant=grant, notify="break-glass"
         )
@@ -418,9 +412,8 @@ class GrantReviewHandler(ElevationAPIHandler):
         if grant.review_status != REVIEW_REQUIRED:
             raise GuardError(409, "conflict", "This grant needs no review (or has had one).")
         request = await in_store(store.get_request, grant.request_id)
-        who, _decision = await self.decide_or_deny(
-            who, "elevation.approve", self.request_entity(request)
-        )
+        with self.request_entity(request) as ref:
+            who, _decision = await self.decide_or_deny(who, "elevation.approve", ref)
         grant = await in_store(store.review, grant.id, reviewer=who.name, comment=body["comment"])
         await self.events.grant(
             who, "review", grant, text=grant.review_comment, notify="grant.reviewed"

@@ -471,3 +471,32 @@ async def test_unauthenticated_calls_get_401(guard: Guard, headers: dict[str, st
         )
         assert response.status_code == 401, (method, path)
         assert error_of(response)["code"] == "unauthenticated"
+
+
+async def test_request_entities_do_not_pile_up(guard: Guard) -> None:
+    """Each ask and each request decided on puts an ElevationRequest entity into the policy
+    engine; past ``keep`` the idle ones are dropped, and a request whose entity was dropped
+    is decided as before (its entity is built again from the store)."""
+    from nbguard.policy import EntityRef
+
+    held = guard.service.request_entities
+    engine = guard.service.engine
+    saved, held.keep = held.keep, 2
+    try:
+        askers = [await server_client(guard, teams=("risk",)) for _ in range(5)]
+        requests_made = [await ask(asker) for asker in askers]
+        reviewer = await user_client(guard, "reviewer", teams=("risk",))
+        listed = (await reviewer.call("GET", "api/v1/requests?scope=approvable")).json()
+        ids = [r["id"] for r in requests_made]
+        assert set(ids) <= {r["id"] for r in listed["requests"]}
+        assert held.held <= 2
+        in_engine = [i for i in ids if EntityRef.of("ElevationRequest", i) in engine.entities]
+        assert len(in_engine) <= 2
+        dropped = next(i for i in ids if i not in in_engine)
+        approved = await verdict(reviewer, dropped)
+        assert approved["status"] == "approved"
+        holder = askers[ids.index(dropped)]
+        assert (await decide(holder))["allowed"] is True
+        assert held.held <= 2
+    finally:
+        held.keep = saved
