@@ -80,8 +80,14 @@ class Cell:
 _string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
-#: ".000Z" to ".999Z": a timestamp's milliseconds, by index (no formatting per cell).
-_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
+#: A timestamp's milliseconds (".000Z" to ".999Z") and the key after it, by index.
+_MILLIS = tuple(f'.{millis:03d}Z","duration_ms":' for millis in range(1000))
+#: The status field, by status.
+_STATUS = {status: f',"status":"{status}"' for status in ("ok", "error", "aborted")}
+#: The digest field of a cell without output, and the start of the tail of one
+#: that touched no resource.
+_NO_OUTPUT = f',"output_digest":"{EMPTY_DIGEST}"'
+_NO_RESOURCES = ',"resources":[],"privileged":'
 #: Stands for the source's SHA-256 in a spooled line until it is shipped (see
 #: complete_line); not hex, so the guard refuses a line that still holds it.
 PENDING_SHA256 = "-" * 64
@@ -430,9 +436,15 @@ class Recorder:
         if int(started) != self._second:  # most cells start in the second of the last one
             self._second = int(started)
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self._second))
-        digest = outputs.digest() if outputs is not None else EMPTY_DIGEST
-        privileged = "true" if self.privileged() else "false"
-        # The seq is taken last, so that nothing can fail after it (a gap).
+        digest = f',"output_digest":"{outputs.digest()}"' if outputs is not None else _NO_OUTPUT
+        if cell.resources:
+            resources = ",".join(map(_string, cell.resources))
+            tail = f',"resources":[{resources}],"privileged":'
+        else:
+            tail = _NO_RESOURCES
+        tail += "true}\n" if self.privileged() else "false}\n"
+        # The seq is taken last, so that nothing can fail after it (a gap). Fixed
+        # text is in as few parts as it can be: each part costs a little.
         line = "".join(
             (
                 self._head,
@@ -446,26 +458,15 @@ class Recorder:
                 code_sha256,
                 '","execution_count":',
                 str(count) if type(count) is int and count >= 0 else "null",
-                ',"silent":',
-                "true" if silent else "false",
-                ',"started":"',
+                ',"silent":true,"started":"' if silent else ',"silent":false,"started":"',
                 self._second_text,
                 _MILLIS[int(started * 1000) % 1000],
-                '","duration_ms":',
                 str(duration_ms),
-                ',"status":"',
-                status,
-                '"',
+                _STATUS[status],
                 error_field,
-                ',"output_digest":"',
                 digest,
-                '"',
                 text_field,
-                ',"resources":[',
-                ",".join(map(_string, cell.resources)) if cell.resources else "",
-                '],"privileged":',
-                privileged,
-                "}\n",
+                tail,
             )
         )
         self.spool.append(line.encode("utf-8", "replace"))
