@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tornado import web
 
-from nbguard.errors import NBGuardError
+from nbguard.errors import NBGuardError, SecretError
 from nbguard.hub_plugin.mfa.store import StoreError
 
 if TYPE_CHECKING:
@@ -67,6 +67,12 @@ STORE_DOWN = (
     "Try again in a moment, or contact your administrator."
 )
 
+#: What the user reads when their factor's secret opens with none of the admin's keys.
+FACTOR_UNREADABLE = (
+    "nbguard cannot read your second factor's key (the hub's keys changed), so sign-in "
+    "is paused for you. Contact your administrator."
+)
+
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
 
 
@@ -80,5 +86,10 @@ def fail_closed(method: _Method) -> _Method:
         except StoreError as error:
             logging.getLogger("nbguard").error("nbguard: MFA database unavailable: %s", error)
             raise web.HTTPError(503, STORE_DOWN) from error
+        except SecretError as error:
+            logging.getLogger("nbguard").error(
+                "nbguard: a TOTP secret opens with none of NBGuard.secret_keys: %s", error
+            )
+            raise web.HTTPError(503, FACTOR_UNREADABLE) from error
 
     return wrapper  # type: ignore[return-value]

@@ -266,3 +266,33 @@ async def test_primary_record_not_stored_means_the_login_cannot_complete(hub: An
     done = await again.post(page.url, {"code": recovery_codes[0]}, xsrf=page.xsrf)
     assert done.status == 200
     assert again.has_login_cookie()
+
+
+@pytest.mark.parametrize("locked_out", [False, True], ids=["first-code", "locked-out"])
+async def test_a_secret_no_key_opens_fails_closed_with_a_clear_page(
+    hub: Any, locked_out: bool
+) -> None:
+    """The admin dropped the key that sealed a user's TOTP secret: their code step is a 503
+    with plain words (never a 500 with a trace) and no session, locked out or not."""
+    from nbguard.encryption import SecretBox
+
+    name, secret = await enrolled(hub)
+    store = hub.authenticator.nbguard.store
+    if locked_out:
+        browser = Browser(hub)
+        page = await browser.login(name)
+        for _ in range(8):
+            await browser.post(page.url, {"code": "000000"}, xsrf=page.xsrf)
+    working = store.secrets
+    store.secrets = SecretBox([SecretBox.generate_key()])
+    try:
+        browser = Browser(hub)
+        page = await browser.login(name)
+        done = await browser.post(page.url, {"code": later_code(secret)}, xsrf=page.xsrf)
+    finally:
+        store.secrets = working
+    assert done.status in (429, 503), done.text
+    assert "Traceback" not in done.text
+    if done.status == 503:
+        assert "sign-in is paused for you" in done.text
+    assert not browser.has_login_cookie()
