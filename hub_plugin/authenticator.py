@@ -71,11 +71,10 @@ class MFAAuthenticatorMixin:
         result = await _maybe_await(super().authenticate(handler, data))  # type: ignore[misc]
         if result is None:
             username = data.get("username", "") if isinstance(data, dict) else ""
-            failed = self.nbguard_login.queue_primary(
+            await self.nbguard_login.record_primary(
                 handler, str(username), self.nbguard_method, outcome="failure",
                 reason="primary authentication failed",
             )  # fmt: skip
-            await await_recorded(self.nbguard, failed, "login")
         return result
 
     @fail_closed

@@ -95,12 +95,11 @@ class LoginPolicy:
     ) -> NoReturn:
         """Record a refused login and show the user why, in words; ends the request."""
         reason, remedies = plain_reason(decision)
-        refused = self.queue_primary(
+        await self.record_primary(
             handler, username, "policy", outcome="failure",
             reason=f"policy: {', '.join(decision.policy_ids) or 'no permit'} "
             f"[{decision.correlation_id}]", observation=observation,
         )  # fmt: skip
-        await await_recorded(self.guard, refused, "login")
         handler.log.warning("nbguard refused login of %s: %s", username, decision.explain())
         await finish_page(
             handler,
@@ -265,6 +264,11 @@ class LoginPolicy:
         return queue_record(
             self.guard, "login", body, actor=username[:256] or "unknown", session=session
         )
+
+    async def record_primary(self, handler: Any, username: str, method: str, **kw: Any) -> None:
+        """:meth:`queue_primary`, durable before this returns (HTTP 503 if it was not stored)."""
+        receipt = self.queue_primary(handler, username, method, **kw)
+        await await_recorded(self.guard, receipt, "login")
 
     async def record_idp_mfa(self, username: str, session_id: str, client_ip: str) -> None:
         """Append the ``mfa`` record of a second factor satisfied by the IdP."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,10 +49,10 @@ def queue_record(
 
 async def await_recorded(guard: NBGuard, receipt: PendingReceipt, kind: str) -> None:
     """Return once a queued record is durable; HTTP 503 (nothing granted) if it was not stored."""
-    # Usually long committed by the time this is asked (a request later).
-    done = receipt.exception(0) if receipt.done() else await asyncio.to_thread(receipt.exception)
-    if done is not None:
-        raise _unrecorded(guard, kind, done) from done
+    try:
+        await guard.ledger.durable(receipt)
+    except NBGuardError as error:
+        raise _unrecorded(guard, kind, error) from error
 
 
 def _unrecorded(guard: NBGuard, kind: str, error: Exception) -> web.HTTPError:

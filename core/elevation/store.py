@@ -64,9 +64,6 @@ GRANT_IN_FORCE = (
 )
 # What every guard request reads (``ElevationStore.standing``), built once: building
 # SQLAlchemy expressions per call cost as much as running them.
-_ACTIVE_GRANTS = select(grants_table).where(
-    grants_table.c.user == bindparam("user"), *GRANT_IN_FORCE
-)
 #: Grants of ``:user`` that are or will be in force after ``:now`` (those not started
 #: yet too, so that a reader knows when its answer changes with time alone).
 _UNEXPIRED_GRANTS = select(grants_table).where(

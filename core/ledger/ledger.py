@@ -324,6 +324,15 @@ class Ledger(LoggingConfigurable):
         pending = self.append_nowait(
             kind, body, actor=actor, session=session, durability=durability
         )
+        return await self.durable(pending)
+
+    @staticmethod
+    async def durable(pending: PendingReceipt) -> Receipt:
+        """Await a queued record's Receipt without blocking the event loop.
+
+        Raises the LedgerError that stopped its commit. For a record queued with
+        :meth:`append_nowait` that must be durable before a later answer.
+        """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Receipt] = loop.create_future()
 

@@ -16,7 +16,8 @@ from the stored request, so any replica can decide on any request.
 from __future__ import annotations
 
 import hashlib
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from nbguard.hub_plugin.guard.handlers.base import (
     require_fields,
 )
 from nbguard.policy import EntityRef
-from nbguard.policy.entities import elevation_request
+from nbguard.policy.entities import Entity, elevation_request
 from nbguard.policy.vocabulary import ENVIRONMENTS, SENSITIVITIES
 
 if TYPE_CHECKING:
@@ -111,10 +112,21 @@ class ElevationAPIHandler(APIHandler):
         refuse_if_locked(who)
         return who
 
+    @contextmanager
+    def held_entity(self, build: Callable[[], Entity]) -> Iterator[EntityRef]:
+        """The ``ElevationRequest`` entity ``build`` makes, in the engine for the ``with``
+        block; an entity the policy cannot take is the client's error, never a 500."""
+        with ExitStack() as stack:
+            try:
+                ref = stack.enter_context(self.guard.request_entities.using(build()))
+            except NBGuardError as error:
+                raise http_error(error) from error
+            yield ref
+
     def request_entity(self, request: ElevationRequest) -> AbstractContextManager[EntityRef]:
-        """The request's policy entity, in the engine for the ``with`` block."""
-        try:
-            built = elevation_request(
+        """The stored request's policy entity, in the engine for the ``with`` block."""
+        return self.held_entity(
+            lambda: elevation_request(
                 request.id,
                 requester=request.requester,
                 role=request.role,
@@ -124,9 +136,7 @@ class ElevationAPIHandler(APIHandler):
                 sensitivity=request.sensitivity,
                 break_glass=request.break_glass,
             )
-            return self.guard.request_entities.using(built)
-        except NBGuardError as error:
-            raise http_error(error) from error
+        )
 
     def may_approve(self, who: CallerContext, request: ElevationRequest) -> bool:
         """Whether the policy lets the caller approve ``request`` (not recorded)."""
@@ -178,8 +188,8 @@ class ElevationAPIHandler(APIHandler):
             repr((who.name, ask.role, ask.action, ask.target, ask.environment,
                   ask.sensitivity, break_glass)).encode()
         ).hexdigest()[:32]  # fmt: skip
-        try:
-            provisional = elevation_request(
+        provisional = self.held_entity(
+            lambda: elevation_request(
                 f"ask-{digest}",
                 requester=who.name,
                 role=ask.role,
@@ -189,10 +199,8 @@ class ElevationAPIHandler(APIHandler):
                 sensitivity=ask.sensitivity,
                 break_glass=break_glass,
             )
-            held = self.guard.request_entities.using(provisional)
-        except NBGuardError as error:
-            raise http_error(error) from error
-        with held as ref:
+        )
+        with provisional as ref:
             await self.decide_or_deny(who, "elevation.request", ref)
         return ask, rule
 
