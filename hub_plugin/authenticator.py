@@ -91,7 +91,7 @@ class MFAAuthenticatorMixin:
             return model
         username = model["name"]
         login = self.nbguard_login
-        observation, risk = login.observe(handler, username)
+        observation, risk, enrolled = login.observe(handler, username)
         # The login session starts here, so that its login record is part of it.
         session_id = secrets.token_hex(16)
         # Queued now, durable before any answer that grants or refuses: awaited
@@ -123,7 +123,7 @@ class MFAAuthenticatorMixin:
         if not decision.allowed:
             await await_recorded(self.nbguard, primary, "login")
             await login.refuse(handler, username, decision, observation)
-        await login.hold(handler, model, observation, risk, session_id, primary)
+        await login.hold(handler, model, observation, risk, session_id, primary, enrolled=enrolled)
         return None  # not reached: hold() ends the request
 
     @fail_closed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 from urllib.parse import urlencode
 
 from tornado.web import Finish
@@ -30,6 +30,16 @@ if TYPE_CHECKING:
 PENDING_COOKIE = "nbguard-pending"
 HUB = EntityRef.parse("hub:hub")
 DEVICE, NETWORK = "device", "network"
+
+
+class Observed(NamedTuple):
+    """What :meth:`LoginPolicy.observe` learns about a primary login."""
+
+    observation: Observation
+    #: The login's risk level (a new device and/or network raises it).
+    risk: str
+    #: True when the user already has a second factor (else enrolment comes next).
+    enrolled: bool
 
 
 def plain_reason(decision: Decision) -> tuple[str, list[str]]:
@@ -56,12 +66,17 @@ class LoginPolicy:
 
     # -- observing and deciding -------------------------------------------------------
 
-    def observe(self, handler: Any, username: str) -> tuple[Observation, str]:
-        """The request's observation and its risk (new device and/or network)."""
+    def observe(self, handler: Any, username: str) -> Observed:
+        """The request's observation, its risk (new device and/or network) and enrolment.
+
+        One read of the MFA store answers both questions of a primary login: is
+        this device or network new, and which page (code or enrolment) comes next.
+        """
         observation = self.guard.context.observe(handler.request, username)
-        seen = self.guard.store.seen_kinds(username, self._sightings(observation))
+        facts = self.guard.store.login_facts(username, self._sightings(observation))
+        seen = facts.seen
         risk = risk_level(new_device=DEVICE not in seen, new_network=NETWORK not in seen)
-        return observation, risk
+        return Observed(observation, risk, facts.enrolled)
 
     @staticmethod
     def _sightings(observation: Observation) -> dict[str, str]:
@@ -120,11 +135,15 @@ class LoginPolicy:
         risk: str,
         session_id: str = "",
         primary_record: PendingReceipt | None = None,
+        *,
+        enrolled: bool | None = None,
     ) -> NoReturn:
         """Keep the primary login pending and send the browser to the second factor.
 
         ``primary_record`` is the queued ``login`` record of the primary login:
         :meth:`complete` awaits its durability before the login cookie is set.
+        ``enrolled`` (from :meth:`observe`) picks the code page or the enrolment
+        page; None reads it from the store. Either page checks again on arrival.
         """
         try:
             next_url = handler.get_next_url()
@@ -147,9 +166,9 @@ class LoginPolicy:
             samesite="Lax",
             expires_days=None,
         )
-        page = (
-            "nbguard/mfa" if self.guard.store.is_enrolled(pending.username) else "nbguard/mfa/enrol"
-        )
+        if enrolled is None:
+            enrolled = self.guard.store.is_enrolled(pending.username)
+        page = "nbguard/mfa" if enrolled else "nbguard/mfa/enrol"
         handler.redirect(handler.hub.base_url + page)
         raise Finish()
 

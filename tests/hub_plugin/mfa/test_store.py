@@ -10,7 +10,7 @@ import sqlalchemy
 
 from nbguard.encryption import SecretBox
 from nbguard.errors import ConfigError, MFAError, SecretError
-from nbguard.hub_plugin.mfa.store import MFAStore, StoreError
+from nbguard.hub_plugin.mfa.store import LoginFacts, MFAStore, StoreError
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # noqa: S105 (a test TOTP secret)
 
@@ -191,6 +191,22 @@ def test_seen_kinds_match_kind_and_fingerprint(store: MFAStore) -> None:
     assert store.seen_kinds("alice", {"device": "10.0.0.0/24", "network": "ua:1"}) == set()
     assert store.seen_kinds("alice", {"device": "ua:2", "network": "10.0.0.0/24"}) == {"network"}
     assert store.seen_kinds("bob", {"device": "ua:1"}) == set()
+
+
+def test_login_facts_read_sightings_and_enrolment_together(store: MFAStore) -> None:
+    """One read answers both: the kinds seen with these fingerprints, and enrolment."""
+    sightings = {"device": "ua:1", "network": "10.0.0.0/24"}
+    assert store.login_facts("alice", sightings) == LoginFacts(seen=frozenset(), enrolled=False)
+    store.remember("alice", "network", "10.0.0.0/24")
+    store.remember("bob", "device", "ua:1")
+    store.enrol_totp("alice", SECRET, 1, [])
+    assert store.login_facts("alice", sightings) == LoginFacts(
+        seen=frozenset({"network"}), enrolled=True
+    )
+    assert store.login_facts("bob", sightings) == LoginFacts(
+        seen=frozenset({"device"}), enrolled=False
+    )
+    assert store.login_facts("alice", {}) == LoginFacts(seen=frozenset(), enrolled=True)
 
 
 def test_sqlite_store_uses_a_durable_wal_journal(store: MFAStore) -> None:
