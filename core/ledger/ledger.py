@@ -32,7 +32,13 @@ from nbguard.ledger.schemas import packaged_schemas
 from nbguard.ledger.store import LedgerStore
 from nbguard.ledger.verify import VerifyReport, verify_store
 from nbguard.ledger.witness import WitnessPublisher, read_witness_file, witness_from_spec
-from nbguard.ledger.writer import Committed, GroupCommitWriter, PendingReceipt, Receipt
+from nbguard.ledger.writer import (
+    Committed,
+    Expectation,
+    GroupCommitWriter,
+    PendingReceipt,
+    Receipt,
+)
 
 
 class Ledger(LoggingConfigurable):
@@ -265,6 +271,21 @@ class Ledger(LoggingConfigurable):
             kind, body, actor=actor, session=session, durability=durability
         ).result()
 
+    def expect(self) -> Expectation:
+        """Announce an append that is coming, so group commit need not wait for it in vain.
+
+        Pass the Expectation as ``expected`` to the append it announced, or call its
+        ``withdraw()`` if none comes. A batch made only of announced records is
+        committed as soon as no announced append is outstanding, rather than after
+        ``max_delay``; durability is the same. See :class:`GroupCommitWriter`.
+        """
+        return self._writer.expect()
+
+    @property
+    def expected_appends(self) -> int:
+        """Announced appends outstanding (see :meth:`expect`)."""
+        return self._writer.expected
+
     def append_nowait(
         self,
         kind: str,
@@ -273,22 +294,29 @@ class Ledger(LoggingConfigurable):
         actor: str,
         session: str | None = None,
         durability: str | None = None,
+        expected: Expectation | None = None,
     ) -> PendingReceipt:
         """Validate a record now and queue it; the PendingReceipt resolves once it is durable.
 
-        Raises RecordValidationError at once for an invalid record (nothing queued).
+        Raises RecordValidationError at once for an invalid record (nothing queued;
+        ``expected``, the Expectation that announced it, is withdrawn).
         """
-        if not durability:
-            alone = self._alone
-        elif durability in ("group", "record"):
-            alone = durability == "record"
-        else:
-            raise ConfigError(f"durability must be 'group' or 'record', not {durability!r}")
-        # Serialised here, in the caller's thread (later changes to ``body`` cannot
-        # leak in); a plain dict is read as it is, other mappings are copied first.
-        plain = body if type(body) is dict else _plain(body)
-        record = prepare_record(self._schemas, kind, plain, actor=actor, session=session)
-        return self._writer.submit(record, alone=alone)
+        try:
+            if not durability:
+                alone = self._alone
+            elif durability in ("group", "record"):
+                alone = durability == "record"
+            else:
+                raise ConfigError(f"durability must be 'group' or 'record', not {durability!r}")
+            # Serialised here, in the caller's thread (later changes to ``body`` cannot
+            # leak in); a plain dict is read as it is, other mappings are copied first.
+            plain = body if type(body) is dict else _plain(body)
+            record = prepare_record(self._schemas, kind, plain, actor=actor, session=session)
+        except BaseException:
+            if expected is not None:
+                expected.withdraw()
+            raise
+        return self._writer.submit(record, alone=alone, expected=expected)
 
     def append_many(
         self, records: Iterable[tuple[str, Mapping[str, Any], str, str | None]]
@@ -319,10 +347,11 @@ class Ledger(LoggingConfigurable):
         actor: str,
         session: str | None = None,
         durability: str | None = None,
+        expected: Expectation | None = None,
     ) -> Receipt:
         """Like ``append`` but awaits durability without blocking the event loop."""
         pending = self.append_nowait(
-            kind, body, actor=actor, session=session, durability=durability
+            kind, body, actor=actor, session=session, durability=durability, expected=expected
         )
         return await self.durable(pending)
 

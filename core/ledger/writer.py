@@ -57,11 +57,22 @@ DoneCallback = Callable[["PendingReceipt"], None]
 class _Batch:
     """Records committed together, and the one completion they all wait on."""
 
-    __slots__ = ("alone", "callbacks", "committed", "error", "event", "records", "stamps")
+    __slots__ = (
+        "alone",
+        "callbacks",
+        "committed",
+        "error",
+        "event",
+        "records",
+        "stamps",
+        "unannounced",
+    )
 
     def __init__(self, alone: bool) -> None:
         self.alone = alone
         self.records: list[PreparedRecord] = []
+        #: Records in the batch no :class:`Expectation` announced.
+        self.unannounced = 0
         self.event = threading.Event()
         self.committed: Committed | None = None
         self.error: LedgerError | None = None
@@ -150,6 +161,24 @@ class PendingReceipt:
         _call(callback, self)
 
 
+class Expectation:
+    """One announced append: see :meth:`GroupCommitWriter.expect`.
+
+    Pass it to ``submit`` with the record it announced, or :meth:`withdraw` it
+    when no record comes after all. Either settles it; settling twice is harmless.
+    """
+
+    __slots__ = ("_open", "_writer")
+
+    def __init__(self, writer: GroupCommitWriter) -> None:
+        self._writer = writer
+        self._open = True
+
+    def withdraw(self) -> None:
+        """No record follows (any more): the writer stops waiting for one."""
+        self._writer._settle(self)
+
+
 class GroupCommitWriter:
     """The writer thread. Thread-safe; ``submit`` blocks only while the queue is full."""
 
@@ -179,11 +208,58 @@ class GroupCommitWriter:
         self._idle_after: float | None = None
         #: Records in the batch taken last: more than one means appends are overlapping.
         self._last_taken = 0
+        #: Announced appends (open Expectations) not yet submitted or withdrawn.
+        self._expected = 0
+        #: Whether the writer is waiting for a young batch to fill (so worth waking).
+        self._filling = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, record: PreparedRecord, *, alone: bool = False) -> PendingReceipt:
-        """Queue a record; its PendingReceipt resolves once the record is committed."""
+    def expect(self) -> Expectation:
+        """Announce an append that is coming (settle it with ``submit`` or ``withdraw``).
+
+        While announced appends are outstanding, a busy writer waits for them (at
+        most ``max_delay``) as it always does; once none is, a batch made only of
+        announced records is committed without waiting further. An Expectation
+        never settled only costs that shortcut, never a record.
+        """
+        with self._lock:
+            self._expected += 1
+        return Expectation(self)
+
+    @property
+    def expected(self) -> int:
+        """Announced appends outstanding (Expectations neither submitted nor withdrawn)."""
+        return self._expected
+
+    def _settle(self, expectation: Expectation) -> bool:
+        # Under the lock, or taking it: True if this call closed ``expectation``.
+        if not expectation._open:
+            return False
+        with self._lock:
+            return self._close_expectation(expectation)
+
+    def _close_expectation(self, expectation: Expectation) -> bool:
+        # The caller holds the lock.
+        if not expectation._open:
+            return False
+        expectation._open = False
+        self._expected -= 1
+        if self._expected == 0 and self._filling:
+            self._wake.notify()  # the waiting writer may commit now
+        return True
+
+    def submit(
+        self,
+        record: PreparedRecord,
+        *,
+        alone: bool = False,
+        expected: Expectation | None = None,
+    ) -> PendingReceipt:
+        """Queue a record; its PendingReceipt resolves once the record is committed.
+
+        ``expected``: the Expectation that announced this record (see :meth:`expect`).
+        """
         with self._lock:
             while self._queued >= self._max_queue and not self._closing:
                 self._room.wait()
@@ -197,6 +273,8 @@ class GroupCommitWriter:
                 self._wake.notify()
             index = len(batch.records)
             batch.records.append(record)
+            if expected is None or not self._close_expectation(expected):
+                batch.unannounced += 1
             self._queued += 1
             if index + 1 >= self._max_batch:
                 self._wake.notify()
@@ -226,6 +304,7 @@ class GroupCommitWriter:
                 )
                 first = len(batch.records)
                 batch.records.extend(records[start : start + room])
+                batch.unannounced += room
                 receipts.extend(PendingReceipt(batch, first + n) for n in range(room))
                 self._queued += room
                 self._wake.notify()
@@ -250,18 +329,23 @@ class GroupCommitWriter:
             if self._max_delay > 0 and batch is self._open and self._last_taken > 1:
                 # Busy (the last batch gathered several appends): let a young batch
                 # fill, until it is full, another batch queues behind it (an alone
-                # record), the delay is over, or we close. An idle ledger commits a
-                # lone append at once: waiting would only add latency.
+                # record), the delay is over, or we close; or, for a batch of
+                # announced records only, until no announced append is outstanding.
+                # An idle ledger commits a lone append at once: waiting would only
+                # add latency.
                 deadline = time.monotonic() + self._max_delay
+                self._filling = True
                 while (
                     len(batch.records) < self._max_batch
                     and len(self._batches) == 1
                     and not self._closing
+                    and (batch.unannounced or self._expected)
                 ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._wake.wait(remaining)
+                self._filling = False
             self._batches.popleft()
             if batch is self._open:
                 self._open = None

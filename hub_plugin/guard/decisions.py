@@ -23,6 +23,7 @@ from nbguard.policy import Decision, EntityRef
 if TYPE_CHECKING:
     from nbguard.hub_plugin.guard.contexts import CallerContext, ContextResolver
     from nbguard.ledger import Ledger
+    from nbguard.ledger.writer import Expectation
     from nbguard.policy import PolicyEngine
 
 #: Header in which clients (the kernel's guard client, the server extension) name
@@ -123,14 +124,17 @@ class Decider:
         resource: EntityRef,
         *,
         cell: CellRef | None = None,
+        expected: Expectation | None = None,
     ) -> tuple[CallerContext, Decision]:
         """Decide and record; returns the (possibly refreshed) context and the decision.
 
-        Raises AccessDenied for a locked user or device (recorded too),
-        LedgerUnavailable when the record cannot be written.
+        ``expected``: the ledger Expectation that announced this request's record
+        (:meth:`Ledger.expect`), settled by the record. Raises AccessDenied for a
+        locked user or device (recorded too), LedgerUnavailable when the record
+        cannot be written.
         """
         if who.locks:
-            await self._record_lock(who, action, resource, cell)
+            await self._record_lock(who, action, resource, cell, expected)
             lock = who.locks[0]
             words = (
                 f"Your access is locked by an administrator ({lock.kind} lock: {lock.reason}). "
@@ -148,7 +152,7 @@ class Decider:
             if not fresh.locks:
                 who = fresh
                 decision = self.engine.decide(who.principal, action, resource, who.context)
-        await self._record(who, decision, cell)
+        await self._record(who, decision, cell, expected)
         return who, decision
 
     def denial(self, decision: Decision) -> AccessDenied:
@@ -160,7 +164,13 @@ class Decider:
             details["step_up_url"] = self.step_up_url
         return AccessDenied(decision.explain(), user_message=decision.explain(), details=details)
 
-    async def _record(self, who: CallerContext, decision: Decision, cell: CellRef | None) -> None:
+    async def _record(
+        self,
+        who: CallerContext,
+        decision: Decision,
+        cell: CellRef | None,
+        expected: Expectation | None,
+    ) -> None:
         body: dict[str, Any] = {
             "principal": str(decision.principal),
             "action": decision.action,
@@ -173,10 +183,15 @@ class Decider:
             body["errors"] = [e[:1024] for e in decision.errors[:32]]
         if not decision.allowed:
             body["reason"] = decision.explain()[:1024]
-        await self._append(who, body, cell)
+        await self._append(who, body, cell, expected)
 
     async def _record_lock(
-        self, who: CallerContext, action: str, resource: EntityRef, cell: CellRef | None
+        self,
+        who: CallerContext,
+        action: str,
+        resource: EntityRef,
+        cell: CellRef | None,
+        expected: Expectation | None,
     ) -> None:
         body: dict[str, Any] = {
             "principal": str(who.principal),
@@ -187,14 +202,20 @@ class Decider:
             "correlation_id": f"lock-{who.locks[0].id}"[:128],
             "reason": f"locked: {who.locks[0].reason}"[:1024],
         }
-        await self._append(who, body, cell)
+        await self._append(who, body, cell, expected)
 
-    async def _append(self, who: CallerContext, body: dict[str, Any], cell: CellRef | None) -> None:
+    async def _append(
+        self,
+        who: CallerContext,
+        body: dict[str, Any],
+        cell: CellRef | None,
+        expected: Expectation | None,
+    ) -> None:
         if cell is not None:
             body["cell"] = cell.to_dict()
         try:
             await self.ledger.append_async(
-                "access", body, actor=who.name, session=who.session_id or None
+                "access", body, actor=who.name, session=who.session_id or None, expected=expected
             )
         except NBGuardError as error:
             self.log.error("nbguard guard: could not record an access decision: %s", error)

@@ -37,6 +37,7 @@ from nbguard.policy import Decision, EntityRef
 if TYPE_CHECKING:
     from nbguard.hub_plugin.guard.app import GuardService
     from nbguard.hub_plugin.guard.contexts import CallerContext
+    from nbguard.ledger.writer import Expectation
 
 #: The resource of hub-wide actions (``guard.admin``).
 HUB = EntityRef("Hub", "hub")
@@ -167,12 +168,17 @@ class APIHandler(GuardHandler):
     max_body: ClassVar[int] = 64 * 1024
 
     caller: Caller
+    #: Announces this request's decision record to the ledger's group commit (see
+    #: :meth:`Ledger.expect`): once no request in progress still has a record to
+    #: come, a batch is committed without waiting out ``Ledger.max_delay``.
+    _expected: Expectation | None = None
 
     def check_xsrf_cookie(self) -> None:
         """Token-only routes: cookies never authenticate, so there is nothing to forge."""
 
     async def prepare(self) -> None:
         """Authenticate the token with the hub; 401 without a valid one."""
+        self._expected = self.guard.ledger.expect()
         token = self.hub_auth.get_token(self, in_cookie=False)
         if not token:
             raise GuardError(
@@ -195,6 +201,26 @@ class APIHandler(GuardHandler):
         if not self.caller.is_user:
             raise GuardError(403, "forbidden", "Only hub users act through this API.")
 
+    def finish(self, chunk: Any = None) -> Any:
+        """Answer; the request records nothing more, so stop announcing a record.
+
+        Here rather than in ``on_finish``, which handlers override.
+        """
+        try:
+            return super().finish(chunk)
+        finally:
+            self._withdraw_expectation()
+
+    def on_connection_close(self) -> None:
+        """The client left: stop announcing a record that may never come."""
+        self._withdraw_expectation()
+        super().on_connection_close()
+
+    def _withdraw_expectation(self) -> None:
+        if self._expected is not None:
+            self._expected.withdraw()
+            self._expected = None
+
     async def caller_context(self) -> CallerContext:
         """The caller's context, from hub-zone facts (fails closed if the hub is down)."""
         try:
@@ -212,7 +238,9 @@ class APIHandler(GuardHandler):
         """
         try:
             self.guard.sync_catalog()
-            return await self.guard.decider.decide(who, action, resource, cell=self.cell())
+            return await self.guard.decider.decide(
+                who, action, resource, cell=self.cell(), expected=self._expected
+            )
         except NBGuardError as error:
             raise http_error(error) from error
 

@@ -187,6 +187,23 @@ def test_append_async_awaits_durability(make_ledger: MakeLedger) -> None:
     assert asyncio.run(main()) == list(range(1, 21))
 
 
+def test_announced_appends_are_settled_by_their_record_or_its_refusal(
+    make_ledger: MakeLedger,
+) -> None:
+    """An Expectation passed to an append is settled whether the record is stored or
+    refused as invalid, and an append that never comes can be withdrawn."""
+    ledger = make_ledger()
+    stored, refused, unused = ledger.expect(), ledger.expect(), ledger.expect()
+    assert ledger.expected_appends == 3
+    ledger.append_nowait("access", access_body(0), actor="alice", expected=stored).result(30)
+    with pytest.raises(RecordValidationError):
+        ledger.append_nowait("access", {"action": 1}, actor="alice", expected=refused)
+    assert ledger.expected_appends == 1
+    unused.withdraw()
+    assert ledger.expected_appends == 0
+    assert _count(ledger) == 1
+
+
 def test_checkpoint_every_n_records(make_ledger: MakeLedger) -> None:
     """With one record per commit, a checkpoint is signed exactly every checkpoint_every records."""
     ledger = make_ledger(checkpoint_every=5)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -20,11 +20,14 @@ class GatedStore:
 
     def __init__(self, fail: bool = False) -> None:
         self.gate = threading.Event()
+        #: Set once a commit has started (and waits for the gate).
+        self.entered = threading.Event()
         self.batches: list[int] = []
         self.fail = fail
         self.next_seq = 1
 
     def __call__(self, records: Sequence[PreparedRecord]) -> Committed:
+        self.entered.set()
         self.gate.wait(30)
         if self.fail:
             raise RuntimeError("disk full")
@@ -111,3 +114,90 @@ def test_alone_record_gets_its_own_batch() -> None:
     finally:
         store.gate.set()
         writer.close()
+
+
+@pytest.fixture
+def busy() -> Iterator[tuple[GatedStore, GroupCommitWriter]]:
+    """A writer with a 30 s ``max_delay`` that has just committed a batch of two (so it
+    is busy: it waits for young batches to fill)."""
+    store = GatedStore()
+    writer = GroupCommitWriter(store, max_batch=100, max_delay=30.0, max_queue=100)
+    records = _records(3)
+    first = writer.submit(records[0])  # taken at once, held at the gate
+    assert store.entered.wait(30)
+    pair = [writer.submit(record) for record in records[1:]]
+    store.gate.set()
+    for pending in (first, *pair):
+        pending.result(timeout=30)
+    assert store.batches == [1, 2]
+    yield store, writer
+    writer.close()
+
+
+def test_announced_batch_commits_once_no_announced_append_is_outstanding(
+    busy: tuple[GatedStore, GroupCommitWriter],
+) -> None:
+    """A busy writer waits for an announced append still to come, then commits at once
+    (well before ``max_delay``), with both records in one batch."""
+    store, writer = busy
+    first, second = writer.expect(), writer.expect()
+    assert writer.expected == 2
+    records = _records(2)
+    early = writer.submit(records[0], expected=first)
+    with pytest.raises(TimeoutError):  # ``second`` is still announced: worth waiting for
+        early.result(timeout=0.2)
+    late = writer.submit(records[1], expected=second)
+    assert writer.expected == 0
+    assert [early.result(timeout=10).seq, late.result(timeout=10).seq] == [4, 5]
+    assert store.batches == [1, 2, 2]
+
+
+def test_withdrawn_expectation_ends_the_wait(busy: tuple[GatedStore, GroupCommitWriter]) -> None:
+    """Withdrawing the last outstanding announcement lets the waiting batch commit."""
+    store, writer = busy
+    used, unused = writer.expect(), writer.expect()
+    pending = writer.submit(_records(1)[0], expected=used)
+    with pytest.raises(TimeoutError):
+        pending.result(timeout=0.2)
+    unused.withdraw()
+    unused.withdraw()  # settling twice changes nothing
+    assert writer.expected == 0
+    assert pending.result(timeout=10).seq == 4
+    assert store.batches == [1, 2, 1]
+
+
+def _one_announced_one_not(writer: GroupCommitWriter) -> list[PendingReceipt]:
+    announced = writer.expect()
+    records = _records(2)
+    return [writer.submit(records[0], expected=announced), writer.submit(records[1])]
+
+
+def _one_expectation_twice(writer: GroupCommitWriter) -> list[PendingReceipt]:
+    announced, other = writer.expect(), writer.expect()
+    pending = [writer.submit(record, expected=announced) for record in _records(2)]
+    other.withdraw()
+    return pending
+
+
+@pytest.mark.parametrize(
+    "submit",
+    [
+        pytest.param(_one_announced_one_not, id="unannounced-record"),
+        pytest.param(_one_expectation_twice, id="expectation-reused"),
+    ],
+)
+def test_batch_with_an_unannounced_record_keeps_the_plain_wait(
+    busy: tuple[GatedStore, GroupCommitWriter],
+    submit: Callable[[GroupCommitWriter], list[PendingReceipt]],
+) -> None:
+    """A batch holding an unannounced record (a second one passed a settled Expectation
+    is unannounced too) waits for ``max_delay`` as before, even with no announcement
+    outstanding; closing commits it."""
+    store, writer = busy
+    pending = submit(writer)
+    assert writer.expected == 0
+    with pytest.raises(TimeoutError):
+        pending[0].result(timeout=0.3)
+    writer.close()
+    assert [p.result(timeout=0).seq for p in pending] == [4, 5]
+    assert store.batches == [1, 2, 2]

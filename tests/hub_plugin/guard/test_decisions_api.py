@@ -205,3 +205,18 @@ async def test_malformed_cell_header_is_refused(guard: Guard, cell: str) -> None
     )
     assert response.status_code == 400
     assert "X-NBGuard-Cell" in error_of(response)["message"]
+
+
+async def test_no_request_leaves_a_ledger_record_announced(guard: Guard) -> None:
+    """Every API request announces its decision record to the ledger's group commit and
+    settles that by the record or by its answer, whatever the answer (200, 400, 401)."""
+    client = await user_client(guard)
+    decision = {"action": "dataset.read", "resource": "dataset:sales"}
+    answers = [
+        await client.call("POST", "api/v1/decisions", json=decision),
+        await client.call("POST", "api/v1/decisions", json={"action": 3}),
+        await client.call("GET", "api/v1/me"),
+        await asyncio.to_thread(requests.get, guard.url("api/v1/me"), timeout=30),
+    ]
+    assert [a.status_code for a in answers] == [200, 400, 200, 401]
+    assert guard.service.ledger.expected_appends == 0
