@@ -64,13 +64,14 @@ def page_templates(config: Any) -> Any:
 def log_request(service: GuardService, handler: Any) -> None:
     """One line per request: failures as warnings, the rest at debug level.
 
-    A debug line is not even built unless debug logging is on: at the default
-    level that record cost about 2% of a decision's CPU.
+    A debug line is not even built unless a handler would write it (see
+    :func:`writes_debug`): at the default level that record cost about 2% of a
+    decision's CPU.
     """
     status = handler.get_status()
     if status >= 400:
         log = service.log.warning
-    elif service.log.isEnabledFor(logging.DEBUG):
+    elif writes_debug(service.log):
         log = service.log.debug
     else:
         return
@@ -81,3 +82,19 @@ def log_request(service: GuardService, handler: Any) -> None:
         handler.request.path,
         1000 * handler.request.request_time(),
     )
+
+
+def writes_debug(log: logging.Logger | logging.LoggerAdapter[Any]) -> bool:
+    """Whether a debug record on ``log`` would reach any handler.
+
+    ``Logger.isEnabledFor`` is not enough: traitlets applications keep their
+    logger at DEBUG and filter with the console handler's level (``log_level``).
+    """
+    logger: logging.Logger | None = log if isinstance(log, logging.Logger) else log.logger
+    if logger is None or not logger.isEnabledFor(logging.DEBUG):
+        return False
+    while logger is not None:
+        if any(h.level <= logging.DEBUG for h in logger.handlers):
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False  # no handler at all: logging's last resort writes warnings only
