@@ -9,10 +9,20 @@ with :meth:`SecretBox.rotate`, then removing the old key.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from nbguard.errors import ConfigError, SecretError
+
+
+@dataclass(frozen=True, slots=True)
+class Unsealed:
+    """An opened value, and whether it should be re-sealed under the first key."""
+
+    plaintext: bytes
+    #: True when a key other than the first sealed it (see :meth:`SecretBox.rotate`).
+    stale: bool
 
 
 class SecretBox:
@@ -32,6 +42,9 @@ class SecretBox:
                     f"{setting}[{index}] is not a Fernet key (32 url-safe base64 bytes)"
                 ) from error
         self._box = MultiFernet(fernets)
+        # Each key on its own as well, so that unseal() can tell which one opened a value.
+        self._newest = fernets[0]
+        self._older = MultiFernet(fernets[1:]) if len(fernets) > 1 else None
 
     @staticmethod
     def generate_key() -> str:
@@ -46,6 +59,24 @@ class SecretBox:
         """Decrypt a sealed value with any configured key; SecretError if none opens it."""
         try:
             return self._box.decrypt(sealed.encode("ascii"))
+        except (InvalidToken, UnicodeEncodeError, AttributeError) as error:
+            raise SecretError("sealed secret cannot be opened with the configured keys") from error
+
+    def unseal(self, sealed: str) -> Unsealed:
+        """:meth:`open`, and whether the value is sealed under an older key.
+
+        Costs what :meth:`open` costs (Fernet tokens name no key, so the keys are
+        tried in order either way); a caller that would re-seal on every read can
+        call :meth:`rotate` only when ``stale`` is true.
+        """
+        try:
+            token = sealed.encode("ascii")
+            try:
+                return Unsealed(self._newest.decrypt(token), stale=False)
+            except InvalidToken:
+                if self._older is None:
+                    raise
+                return Unsealed(self._older.decrypt(token), stale=True)
         except (InvalidToken, UnicodeEncodeError, AttributeError) as error:
             raise SecretError("sealed secret cannot be opened with the configured keys") from error
 

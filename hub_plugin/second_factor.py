@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbguard.errors import MFAError
 from nbguard.hub_plugin.mfa import recovery, totp
-from nbguard.hub_plugin.mfa.store import client_key, user_key
+from nbguard.hub_plugin.mfa.store import Counts, TOTPEnrolment, client_key, user_key
 from nbguard.hub_plugin.recording import append_record
 
 if TYPE_CHECKING:
@@ -37,32 +37,36 @@ class SecondFactor:
 
     # -- lockout -----------------------------------------------------------------
 
-    def _stale(self, failures: int, last: float, now: float) -> bool:
-        # A counter forgets once the longest lockout has passed with no failure.
-        return bool(failures) and now - last > self.guard.lockout.max_delay
-
     def check_lockout(self, username: str, client_ip: str, *, now: float | None = None) -> None:
         """Raise MFAError ``locked`` (with ``retry_after``) while user or client is locked."""
         keys = (user_key(username), client_key(client_ip))
         self._check_counts(self.guard.store.failures_of(keys), now)
 
-    def _check_counts(self, counts: dict[str, tuple[int, float]], now: float | None) -> None:
+    def _check_counts(self, counts: Counts, now: float | None) -> None:
         moment = time.time() if now is None else now
         for failures, last in counts.values():
-            if not self._stale(failures, last, moment):
+            # A counter forgets once the longest lockout has passed with no failure.
+            if failures and moment - last <= self.guard.lockout.max_delay:
                 self.guard.lockout.check(failures, last, moment)
 
     async def _failed(
         self, username: str, client_ip: str, session: str | None, method: str, error: MFAError
-    ) -> int:
-        now = time.time()
-        counts = []
+    ) -> None:
         keys = (user_key(username), client_key(client_ip))
-        for key, (stored, last) in self.guard.store.failures_of(keys).items():
-            if self._stale(stored, last, now):
-                self.guard.store.clear_failures(key)  # count afresh from 1
-            counts.append(self.guard.store.add_failure(key, now))
-        failures = max(counts)
+        failures = self.guard.store.count_failures(
+            keys, time.time(), forget_after=self.guard.lockout.max_delay
+        )
+        await self._record_failure(username, client_ip, session, method, error, failures)
+
+    async def _record_failure(
+        self,
+        username: str,
+        client_ip: str,
+        session: str | None,
+        method: str,
+        error: MFAError,
+        failures: int,
+    ) -> None:
         await self.record(
             "verify", "failure", method, username, session, client_ip=client_ip,
             failures=failures, reason=error.reason,
@@ -73,7 +77,6 @@ class SecondFactor:
                 "lockout", "failure", method, username, session, client_ip=client_ip,
                 failures=failures, reason=f"locked for {delay} s",
             )  # fmt: skip
-        return failures
 
     # -- verification ------------------------------------------------------------------
 
@@ -87,28 +90,62 @@ class SecondFactor:
         recorded; a success clears the user's counter and is recorded as ``event``
         (``verify`` or ``step-up``).
         """
-        keys = (user_key(username), client_key(client_ip))
-        enrolment, counts = self.guard.store.totp_and_failures(username, keys)
-        self._check_counts(counts, None)  # a lockout is reported before anything else
-        if enrolment is None:
-            raise MFAError("no second factor enrolled", reason="not_enrolled")
         text = code.strip() if isinstance(code, str) else ""
-        method = "totp" if text.replace(" ", "").isdigit() else "recovery-code"
-        # A match is taken and the user's failure counter cleared in one transaction.
-        try:
-            if method == "totp":
-                step = totp.verify_code(
-                    enrolment.secret, text, last_step=enrolment.last_step, settings=self.guard.totp
-                )
-                self.guard.store.accept_step(username, step, clear=user_key(username))
-            else:
-                index = recovery.match_code(text, self.guard.store.recovery_hashes(username))
-                self.guard.store.use_recovery_code(username, index, clear=user_key(username))
-        except MFAError as error:
-            await self._failed(username, client_ip, session, method, error)
-            raise
+        if text.replace(" ", "").isdigit():
+            await self._verify_totp(username, text, client_ip=client_ip, session=session)
+            method = "totp"
+        else:
+            await self._verify_recovery_code(username, text, client_ip=client_ip, session=session)
+            method = "recovery-code"
         await self.record(event, "success", method, username, session, client_ip=client_ip)
         return method
+
+    async def _verify_totp(
+        self, username: str, text: str, *, client_ip: str, session: str | None
+    ) -> None:
+        # Lockout, match, step and counters are one store transaction, so neither a
+        # replay nor guesses in parallel can get between the check and the update.
+        now = time.time()
+
+        def admit(counts: Counts) -> None:
+            self._check_counts(counts, now)  # a lockout is reported before anything else
+
+        def match(enrolment: TOTPEnrolment) -> int:
+            return totp.verify_code(
+                enrolment.secret, text, last_step=enrolment.last_step, settings=self.guard.totp
+            )
+
+        attempt = self.guard.store.take_totp(
+            username,
+            (user_key(username), client_key(client_ip)),
+            admit=admit,
+            match=match,
+            clear=user_key(username),
+            now=now,
+            forget_after=self.guard.lockout.max_delay,
+        )
+        if attempt.refusal is not None:
+            await self._record_failure(
+                username, client_ip, session, "totp", attempt.refusal, attempt.failures
+            )
+            raise attempt.refusal
+
+    async def _verify_recovery_code(
+        self, username: str, text: str, *, client_ip: str, session: str | None
+    ) -> None:
+        # The scrypt hashes are checked outside any lock (tens of milliseconds each);
+        # the conditional UPDATE that takes the code is what refuses a second use.
+        keys = (user_key(username), client_key(client_ip))
+        enrolment, counts = self.guard.store.totp_and_failures(username, keys)
+        self._check_counts(counts, None)
+        if enrolment is None:
+            raise MFAError("no second factor enrolled", reason="not_enrolled")
+        try:
+            index = recovery.match_code(text, self.guard.store.recovery_hashes(username))
+            self.guard.store.use_recovery_code(username, index, clear=user_key(username))
+        except MFAError as error:
+            await self._failed(username, client_ip, session, "recovery-code", error)
+            raise
 
     # -- enrolment ------------------------------------------------------------------------
 

@@ -4,17 +4,20 @@ SQLAlchemy Core over any database the hub can reach (SQLite by default), opened
 like nbguard's other stores (``nbguard.database``: SQLite in WAL mode with
 ``synchronous=FULL``, write transactions that take the lock up front). TOTP
 secrets are stored sealed (``NBGuard.secret_keys``), recovery codes only as
-salted hashes. Every check-and-update that guards against replay (the TOTP step,
-a recovery code) is one conditional UPDATE, so two hub requests racing with the
-same code cannot both win; the same transaction clears the user's failure
-counter, so a login's second factor costs one commit.
+salted hashes. A TOTP code is checked in one write transaction
+(:meth:`MFAStore.take_totp`) that locks the user's factor, reads the failure
+counters, and then takes the step or counts the failure, so two hub requests
+racing with the same code cannot both win and parallel guesses cannot slip past
+a lockout; a login's second factor costs one commit. A recovery code is taken
+with one conditional UPDATE (its scrypt check is too slow to run under the lock).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
@@ -28,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    case,
     delete,
     insert,
     or_,
@@ -85,6 +89,9 @@ seen_table = Table(
 _TOTP_OF = select(totp_table.c.secret, totp_table.c.last_step).where(
     totp_table.c.username == bindparam("username")
 )
+# On PostgreSQL the code check locks the user's factor row until it commits
+# (SQLite ignores FOR UPDATE: its write transaction already holds the database lock).
+_TOTP_TO_TAKE = _TOTP_OF.with_for_update()
 _ENROLLED = select(totp_table.c.username).where(totp_table.c.username == bindparam("username"))
 _TAKE_STEP = (
     update(totp_table)
@@ -93,6 +100,22 @@ _TAKE_STEP = (
     .values(last_step=bindparam("new_step"), secret=bindparam("resealed"))
 )
 _CLEAR_FAILURES = delete(failure_table).where(failure_table.c.key == bindparam("key"))
+# One more failure, or the first of a new count once the last is older than the
+# longest lockout (then the counter has forgotten, see SecondFactor).
+_COUNT_FAILURE = (
+    update(failure_table)
+    .where(failure_table.c.key == bindparam("counter"))
+    .values(
+        failures=case(
+            (failure_table.c.last_failure < bindparam("forget_before"), 1),
+            else_=failure_table.c.failures + 1,
+        ),
+        last_failure=bindparam("now"),
+    )
+)
+_FIRST_FAILURE = insert(failure_table).values(
+    key=bindparam("counter"), failures=1, last_failure=bindparam("now")
+)
 _FAILURES_OF = select(
     failure_table.c.key, failure_table.c.failures, failure_table.c.last_failure
 ).where(failure_table.c.key.in_(bindparam("keys", expanding=True)))
@@ -126,6 +149,22 @@ class TOTPEnrolment:
 
     secret: str
     last_step: int | None
+
+
+#: Failure counters as read: ``{key: (failures, time of the last one)}``.
+Counts = dict[str, tuple[int, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class TOTPAttempt:
+    """What :meth:`MFAStore.take_totp` did with one code."""
+
+    #: The time step taken, or None when the code was refused.
+    step: int | None
+    #: Why the code was refused (``invalid`` or ``replayed``); None when it was taken.
+    refusal: MFAError | None = None
+    #: After a refusal, the highest of the counters it added to.
+    failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +213,57 @@ class MFAStore:
         secret = self.secrets.open(row.secret).decode("ascii")
         return TOTPEnrolment(secret, row.last_step)
 
+    def take_totp(
+        self,
+        username: str,
+        keys: Sequence[str],
+        *,
+        admit: Callable[[Counts], None],
+        match: Callable[[TOTPEnrolment], int],
+        clear: str,
+        now: float,
+        forget_after: float,
+    ) -> TOTPAttempt:
+        """Check a TOTP code and take its step or count the failure, in one write transaction.
+
+        Under the lock of that transaction (the user's factor row on PostgreSQL,
+        the database on SQLite): ``admit`` sees the counters of ``keys`` and may
+        raise MFAError (``locked``), then MFAError ``not_enrolled`` is raised when
+        the user has no factor; nothing is written in either case. ``match``
+        returns the code's time step or raises MFAError (``invalid``,
+        ``replayed``). A matched step later than the stored one is taken (the
+        secret re-sealed if an older key sealed it) and the counter ``clear`` (one
+        of ``keys``) deleted if it is set; a refusal adds one failure to every key's counter
+        (afresh when its last failure is more than ``forget_after`` seconds
+        before ``now``) and is returned, not raised, since the counts commit.
+        """
+        refusal = None
+        with self._begin() as conn:
+            row = conn.execute(_TOTP_TO_TAKE, {"username": username}).first()
+            counts = self._failures(conn, keys)
+            admit(counts)
+            if row is None:
+                raise MFAError("no second factor enrolled", reason="not_enrolled")
+            unsealed = self.secrets.unseal(row.secret)
+            enrolment = TOTPEnrolment(unsealed.plaintext.decode("ascii"), row.last_step)
+            try:
+                step = match(enrolment)
+                sealed = self.secrets.rotate(row.secret) if unsealed.stale else row.secret
+                taken = conn.execute(
+                    _TAKE_STEP, {"who": username, "new_step": step, "resealed": sealed}
+                )
+                if taken.rowcount != 1:  # the lock makes this unreachable; kept as a second guard
+                    raise MFAError("TOTP code already used", reason="replayed")
+            except MFAError as error:
+                refusal = error
+                failures = self._count_failures(conn, keys, now, forget_after)
+            else:
+                if counts.get(clear, (0, 0.0))[0]:
+                    conn.execute(_CLEAR_FAILURES, {"key": clear})
+        if refusal is not None:
+            return TOTPAttempt(None, refusal, failures)
+        return TOTPAttempt(step)
+
     def enrol_totp(
         self, username: str, secret: str, step: int, recovery_hashes: Sequence[str]
     ) -> None:
@@ -199,26 +289,6 @@ class MFAStore:
                     )
         except IntegrityError as error:
             raise MFAError("a second factor is already enrolled", reason="invalid") from error
-
-    def accept_step(self, username: str, step: int, *, clear: str | None = None) -> None:
-        """Record ``step`` as used; MFAError ``replayed`` if it (or a later one) already was.
-
-        The sealed secret is re-sealed under the first key at the same time, so
-        secrets move to a new key as their users log in. When the step is accepted,
-        the failure counter ``clear`` (if given) is cleared in the same transaction.
-        """
-        with self._begin() as conn:
-            row = conn.execute(_TOTP_OF, {"username": username}).first()
-            if row is None:
-                raise MFAError("no second factor enrolled", reason="not_enrolled")
-            sealed = self.secrets.rotate(row.secret)
-            result = conn.execute(
-                _TAKE_STEP, {"who": username, "new_step": step, "resealed": sealed}
-            )
-            if result.rowcount != 1:
-                raise MFAError("TOTP code already used", reason="replayed")
-            if clear is not None:
-                conn.execute(_CLEAR_FAILURES, {"key": clear})
 
     def is_enrolled(self, username: str) -> bool:
         """True when the user has an active second factor."""
@@ -284,20 +354,34 @@ class MFAStore:
         counts.update({row.key: (int(row.failures), float(row.last_failure)) for row in rows})
         return counts
 
+    def count_failures(self, keys: Sequence[str], now: float, forget_after: float) -> int:
+        """Add one failure to each counter in one transaction; return the highest count.
+
+        A counter whose last failure is more than ``forget_after`` seconds before
+        ``now`` counts afresh from 1.
+        """
+        with self._begin() as conn:
+            return self._count_failures(conn, keys, now, forget_after)
+
+    def _count_failures(
+        self, conn: Connection, keys: Sequence[str], now: float, forget_after: float
+    ) -> int:
+        for key in keys:
+            params = {"counter": key, "now": now, "forget_before": now - forget_after}
+            if conn.execute(_COUNT_FAILURE, params).rowcount:
+                continue
+            try:
+                with conn.begin_nested():
+                    conn.execute(_FIRST_FAILURE, params)
+            except IntegrityError:
+                # Another hub inserted this counter meanwhile (PostgreSQL: a client
+                # counter is not under the user's row lock): add to its count.
+                conn.execute(_COUNT_FAILURE, params)
+        return max((failures for failures, _ in self._failures(conn, keys).values()), default=0)
+
     def add_failure(self, key: str, now: float) -> int:
         """Count one more failure under ``key``; return the new count."""
-        with self._begin() as conn:
-            result = conn.execute(
-                update(failure_table)
-                .where(failure_table.c.key == key)
-                .values(failures=failure_table.c.failures + 1, last_failure=now)
-            )
-            if result.rowcount == 0:
-                conn.execute(insert(failure_table).values(key=key, failures=1, last_failure=now))
-            row = conn.execute(
-                select(failure_table.c.failures).where(failure_table.c.key == key)
-            ).one()
-        return int(row.failures)
+        return self.count_failures([key], now, forget_after=math.inf)
 
     def clear_failures(self, key: str) -> None:
         """Forget the failures counted under ``key``."""
@@ -361,7 +445,7 @@ class MFAStore:
         try:
             if begin:
                 # write_transaction: on SQLite the write lock is taken at BEGIN,
-                # so a read-then-update (accept_step) cannot interleave with another.
+                # so a read-then-update (take_totp) cannot interleave with another.
                 with write_transaction(self.engine) as conn:
                     yield conn
             else:

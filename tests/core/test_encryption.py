@@ -62,3 +62,25 @@ def test_bad_keys_are_config_errors(keys: list[str], message: str) -> None:
     """Missing or malformed keys are refused at start with the setting's name."""
     with pytest.raises(ConfigError, match=message):
         SecretBox(keys, setting="MFAAuthenticator.secret_keys")
+
+
+def test_unseal_tells_whether_an_older_key_sealed_the_value() -> None:
+    """unseal() opens like open() and marks a value sealed under a later key as stale."""
+    old, new = SecretBox.generate_key(), SecretBox.generate_key()
+    both = SecretBox([new, old])
+    under_old = SecretBox([old]).seal(b"secret")
+    assert (both.unseal(under_old).plaintext, both.unseal(under_old).stale) == (b"secret", True)
+    under_new = both.seal(b"secret")
+    assert (both.unseal(under_new).plaintext, both.unseal(under_new).stale) == (b"secret", False)
+    assert both.unseal(both.rotate(under_old)).stale is False
+    assert SecretBox([old]).unseal(under_old).stale is False
+
+
+@pytest.mark.parametrize("keys", [pytest.param(1, id="one-key"), pytest.param(2, id="two-keys")])
+def test_unseal_refuses_what_no_key_opens(keys: int) -> None:
+    """A value no configured key sealed, or a tampered one, raises SecretError from unseal()."""
+    box = SecretBox([SecretBox.generate_key() for _ in range(keys)])
+    foreign = SecretBox([SecretBox.generate_key()]).seal(b"x")
+    for value in (foreign, box.seal(b"x")[:-4], "not a token", "é"):
+        with pytest.raises(SecretError):
+            box.unseal(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -85,6 +86,33 @@ async def test_a_code_works_once(hub: Any) -> None:
     assert again.status == 403
     assert "already used" in again.text
     assert not second.has_login_cookie()
+
+
+async def test_one_code_posted_twice_at_once_completes_one_login(hub: Any) -> None:
+    """Two pending logins posting the same valid code together: one session, one replay refused."""
+    name = new_user(hub)
+    secret, _, _ = await Browser(hub).enrol(name)
+    hub.authenticator.nbguard.store.clear_failures("client:127.0.0.1")  # other tests' failures
+    code = later_code(secret)
+    browsers = [Browser(hub), Browser(hub)]
+    pages = [await browser.login(name) for browser in browsers]
+    done = await asyncio.gather(
+        *(
+            browser.post(page.url, {"code": code}, xsrf=page.xsrf)
+            for browser, page in zip(browsers, pages, strict=True)
+        )
+    )
+    assert sorted(page.status for page in done) == [200, 403]
+    assert [browser.has_login_cookie() for browser in browsers].count(True) == 1
+    assert "already used" in next(page.text for page in done if page.status == 403)
+    outcomes = [
+        (r["outcome"], r.get("reason"), r.get("failures"))
+        for r in records(hub, "mfa", name)
+        if r["event"] == "verify"
+    ]
+    assert sorted(outcomes, key=str) == [("failure", "replayed", 1), ("success", None, None)]
+    hub.authenticator.nbguard.store.clear_failures(f"user:{name}")
+    hub.authenticator.nbguard.store.clear_failures("client:127.0.0.1")
 
 
 async def test_recovery_code_works_once(hub: Any) -> None:

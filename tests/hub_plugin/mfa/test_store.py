@@ -1,8 +1,10 @@
-"""The MFA store on a real SQLite file: sealing, rotation, replay refusal, counters, sightings."""
+"""The MFA store on SQLite and PostgreSQL: sealing, rotation, code checks, counters, sightings."""
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,17 @@ import sqlalchemy
 
 from nbguard.encryption import SecretBox
 from nbguard.errors import ConfigError, MFAError, SecretError
-from nbguard.hub_plugin.mfa.store import LoginFacts, MFAStore, StoreError
+from nbguard.hub_plugin.mfa.store import (
+    Counts,
+    LoginFacts,
+    MFAStore,
+    StoreError,
+    TOTPAttempt,
+    TOTPEnrolment,
+)
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # noqa: S105 (a test TOTP secret)
+KEYS = ("user:alice", "client:10.0.0.1")
 
 
 @pytest.fixture
@@ -21,10 +31,96 @@ def key() -> str:
     return SecretBox.generate_key()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, then a PostgreSQL database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'mfa.sqlite'}"
+
+
+OpenStore = Callable[..., MFAStore]
+
+
 @pytest.fixture
-def store(tmp_path: Path, key: str) -> MFAStore:
-    """A store in a fresh SQLite file."""
-    return MFAStore(f"sqlite:///{tmp_path / 'mfa.sqlite'}", SecretBox([key]))
+def open_store(url: str, key: str) -> Iterator[OpenStore]:
+    """Opens stores on the test's database (as separate hubs would), with ``key`` or the keys given."""
+    opened: list[MFAStore] = []
+
+    def open_one(*keys: str) -> MFAStore:
+        opened.append(MFAStore(url, SecretBox(list(keys or (key,)))))
+        return opened[-1]
+
+    yield open_one
+    for one in opened:
+        one.close()
+
+
+@pytest.fixture
+def store(open_store: OpenStore) -> MFAStore:
+    """A store on a fresh database."""
+    return open_store()
+
+
+def admit_all(counts: Counts) -> None:
+    """An ``admit`` that never locks."""
+
+
+def step_after_last(step: int) -> Callable[[TOTPEnrolment], int]:
+    """A ``match`` for a code of time ``step``: refused as a replay unless after the stored step."""
+
+    def match(enrolment: TOTPEnrolment) -> int:
+        if enrolment.last_step is not None and step <= enrolment.last_step:
+            raise MFAError("TOTP code already used", reason="replayed")
+        return step
+
+    return match
+
+
+def wrong_code(enrolment: TOTPEnrolment) -> int:
+    """A ``match`` for a wrong code."""
+    raise MFAError("wrong TOTP code", reason="invalid")
+
+
+def locks_at(failures: int) -> Callable[[Counts], None]:
+    """An ``admit`` that locks once any counter reaches ``failures`` (no back-off expiry)."""
+
+    def admit(counts: Counts) -> None:
+        if max(count for count, _ in counts.values()) >= failures:
+            raise MFAError("locked", reason="locked", retry_after=1)
+
+    return admit
+
+
+def take(
+    store: MFAStore,
+    match: Callable[[TOTPEnrolment], int],
+    *,
+    admit: Callable[[Counts], None] = admit_all,
+    now: float = 1000.0,
+    forget_after: float = math.inf,
+) -> TOTPAttempt:
+    """One code check of alice from 10.0.0.1, clearing her counter on success."""
+    return store.take_totp(
+        "alice", KEYS, admit=admit, match=match, clear=KEYS[0], now=now, forget_after=forget_after
+    )
+
+
+def race(count: int, attempt: Callable[[], str]) -> list[str]:
+    """Run ``attempt`` in ``count`` threads released together; their outcomes, sorted."""
+    outcomes: list[str] = []
+    barrier = threading.Barrier(count)
+
+    def run() -> None:
+        barrier.wait()
+        outcomes.append(attempt())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(outcomes)
 
 
 def test_secret_is_stored_sealed_and_opens(store: MFAStore) -> None:
@@ -49,41 +145,171 @@ def test_second_enrolment_is_refused(store: MFAStore) -> None:
     assert enrolment.secret == SECRET
 
 
-def test_a_step_is_accepted_once_even_under_a_race(store: MFAStore) -> None:
-    """Of many threads presenting the same step at once, exactly one wins."""
-    store.enrol_totp("alice", SECRET, 10, [])
-    outcomes: list[str] = []
-    barrier = threading.Barrier(8)
+@pytest.mark.parametrize("hubs", [pytest.param(2, id="two"), pytest.param(6, id="six")])
+def test_one_code_submitted_at_once_by_several_hubs_succeeds_once(
+    open_store: OpenStore, hubs: int
+) -> None:
+    """Hubs (each its own store and connections) racing with one valid code: exactly one wins."""
+    open_store().enrol_totp("alice", SECRET, 10, [])
+    stores = [open_store() for _ in range(hubs)]
+    turns = iter(stores)
 
-    def present() -> None:
-        barrier.wait()
+    def attempt() -> str:
+        refusal = take(next(turns), step_after_last(11)).refusal
+        return "ok" if refusal is None else refusal.reason
+
+    assert race(hubs, attempt) == ["ok"] + ["replayed"] * (hubs - 1)
+    enrolment = open_store().totp("alice")
+    assert enrolment is not None
+    assert enrolment.last_step == 11
+
+
+def test_guesses_in_parallel_cannot_pass_a_lockout(open_store: OpenStore) -> None:
+    """Wrong codes racing from several hubs are counted one by one: no guess passes the lock."""
+    open_store().enrol_totp("alice", SECRET, 10, [])
+    stores = [open_store() for _ in range(8)]
+    turns = iter(stores)
+
+    def attempt() -> str:
         try:
-            store.accept_step("alice", 11)
-            outcomes.append("ok")
+            refusal = take(next(turns), wrong_code, admit=locks_at(3)).refusal
         except MFAError as error:
-            outcomes.append(error.reason)
+            return error.reason
+        assert refusal is not None
+        return refusal.reason
 
-    threads = [threading.Thread(target=present) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(outcomes) == ["ok"] + ["replayed"] * 7
-    with pytest.raises(MFAError, match="already used"):
-        store.accept_step("alice", 10)
+    assert race(8, attempt) == ["invalid"] * 3 + ["locked"] * 5
+    assert stores[0].failures_of(KEYS) == {KEYS[0]: (3, 1000.0), KEYS[1]: (3, 1000.0)}
 
 
-def test_key_rotation_reseals_on_use(tmp_path: Path, key: str) -> None:
+def test_first_failures_of_many_users_from_one_client_all_count(open_store: OpenStore) -> None:
+    """Users failing at once from one client (no lock in common) each add to its counter."""
+    users = [f"user{i}" for i in range(6)]
+    for name in users:
+        open_store().enrol_totp(name, SECRET, 10, [])
+    turns = iter(zip(users, [open_store() for _ in users], strict=True))
+
+    def attempt() -> str:
+        name, hub = next(turns)
+        keys = (f"user:{name}", "client:10.0.0.9")
+        refusal = hub.take_totp(
+            name, keys, admit=admit_all, match=wrong_code, clear=keys[0], now=7.0,
+            forget_after=math.inf,
+        ).refusal  # fmt: skip
+        return refusal.reason if refusal else "ok"
+
+    assert race(len(users), attempt) == ["invalid"] * len(users)
+    assert open_store().failures("client:10.0.0.9") == (len(users), 7.0)
+
+
+def test_taken_step_clears_the_users_counter_and_keeps_the_clients(store: MFAStore) -> None:
+    """A taken step stores the step, clears the named counter only, and refuses a replay."""
+    store.enrol_totp("alice", SECRET, 10, [])
+    store.add_failure(KEYS[0], 1.0)
+    store.add_failure(KEYS[1], 1.0)
+    assert take(store, step_after_last(11)) == TOTPAttempt(11)
+    assert store.failures_of(KEYS) == {KEYS[0]: (0, 0.0), KEYS[1]: (1, 1.0)}
+    replay = take(store, step_after_last(11), now=5.0)
+    assert replay.refusal is not None
+    assert (replay.step, replay.refusal.reason, replay.failures) == (None, "replayed", 2)
+    enrolment = store.totp("alice")
+    assert enrolment is not None
+    assert enrolment.last_step == 11
+
+
+def test_refused_code_counts_on_every_key_and_returns_the_highest(store: MFAStore) -> None:
+    """A wrong code adds one failure to the user's and the client's counters, in one commit."""
+    store.enrol_totp("alice", SECRET, 10, [])
+    for now in (1.0, 2.0):
+        store.add_failure(KEYS[1], now)
+    attempt = take(store, wrong_code, now=3.0)
+    assert attempt.refusal is not None
+    assert (attempt.refusal.reason, attempt.failures) == ("invalid", 3)
+    assert store.failures_of(KEYS) == {KEYS[0]: (1, 3.0), KEYS[1]: (3, 3.0)}
+
+
+def test_a_forgotten_counter_counts_afresh(store: MFAStore) -> None:
+    """A counter whose last failure is older than forget_after restarts at 1; a recent one adds."""
+    store.enrol_totp("alice", SECRET, 10, [])
+    for now in (1.0, 2.0, 3.0):
+        store.add_failure(KEYS[0], now)
+    store.add_failure(KEYS[1], 95.0)
+    attempt = take(store, wrong_code, now=100.0, forget_after=50.0)
+    assert attempt.failures == 2
+    assert store.failures_of(KEYS) == {KEYS[0]: (1, 100.0), KEYS[1]: (2, 100.0)}
+
+
+@pytest.mark.parametrize(
+    ("admit", "enrol", "reason"),
+    [
+        pytest.param(locks_at(1), True, "locked", id="locked"),
+        pytest.param(admit_all, False, "not_enrolled", id="not-enrolled"),
+        pytest.param(locks_at(1), False, "locked", id="locked-before-not-enrolled"),
+    ],
+)
+def test_a_check_that_is_not_admitted_writes_nothing(
+    store: MFAStore, admit: Callable[[Counts], None], enrol: bool, reason: str
+) -> None:
+    """Locked or not enrolled: raised before the code is looked at; no counter, no step moves."""
+    if enrol:
+        store.enrol_totp("alice", SECRET, 10, [])
+    store.add_failure(KEYS[0], 1.0)
+    looked: list[TOTPEnrolment] = []
+
+    def match(enrolment: TOTPEnrolment) -> int:
+        looked.append(enrolment)
+        return 11
+
+    with pytest.raises(MFAError) as raised:
+        take(store, match, admit=admit)
+    assert raised.value.reason == reason
+    assert looked == []
+    assert store.failures_of(KEYS) == {KEYS[0]: (1, 1.0), KEYS[1]: (0, 0.0)}
+    enrolment = store.totp("alice")
+    assert (enrolment.last_step if enrolment else None) == (10 if enrol else None)
+
+
+def test_match_sees_the_opened_secret_and_stored_step(store: MFAStore) -> None:
+    """The code is matched against the opened secret and the last step taken."""
+    store.enrol_totp("alice", SECRET, 10, [])
+    seen: list[TOTPEnrolment] = []
+
+    def match(enrolment: TOTPEnrolment) -> int:
+        seen.append(enrolment)
+        return 12
+
+    take(store, match)
+    take(store, wrong_code)
+    assert seen == [TOTPEnrolment(SECRET, 10)]
+    assert store.totp("alice") == TOTPEnrolment(SECRET, 12)
+
+
+def stored_secret(store: MFAStore) -> str:
+    """The sealed secret as the table holds it."""
+    with store.engine.connect() as conn:
+        return str(
+            conn.execute(sqlalchemy.text("select secret from nbguard_mfa_totp")).scalar_one()
+        )
+
+
+def test_key_rotation_reseals_on_use(open_store: OpenStore, key: str) -> None:
     """After a new key is put first, a login re-seals the secret so the old key can go."""
-    url = f"sqlite:///{tmp_path / 'mfa.sqlite'}"
-    MFAStore(url, SecretBox([key])).enrol_totp("alice", SECRET, 1, [])
+    open_store().enrol_totp("alice", SECRET, 1, [])
     new_key = SecretBox.generate_key()
-    rotated = MFAStore(url, SecretBox([new_key, key]))
-    rotated.accept_step("alice", 2)
-    only_new = MFAStore(url, SecretBox([new_key]))
+    rotated = open_store(new_key, key)
+    take(rotated, step_after_last(2))
+    only_new = open_store(new_key)
     enrolment = only_new.totp("alice")
     assert enrolment is not None
     assert enrolment.secret == SECRET
+
+
+def test_a_secret_under_the_newest_key_is_not_resealed(store: MFAStore) -> None:
+    """A taken step leaves a secret already sealed under the first key as it is stored."""
+    store.enrol_totp("alice", SECRET, 1, [])
+    before = stored_secret(store)
+    take(store, step_after_last(2))
+    assert stored_secret(store) == before
 
 
 def test_recovery_code_is_used_once(store: MFAStore) -> None:
@@ -106,6 +332,14 @@ def test_reset_removes_factor_codes_and_counter(store: MFAStore) -> None:
     assert not store.reset("alice")
 
 
+def test_count_failures_adds_to_several_keys_at_once(store: MFAStore) -> None:
+    """count_failures adds one to each key (afresh when forgotten) and returns the highest."""
+    store.add_failure(KEYS[0], 1.0)
+    assert store.count_failures(KEYS, 2.0, forget_after=10.0) == 2
+    assert store.count_failures(KEYS, 30.0, forget_after=10.0) == 1
+    assert store.failures_of(KEYS) == {KEYS[0]: (1, 30.0), KEYS[1]: (1, 30.0)}
+
+
 def test_failure_counter_counts_and_clears(store: MFAStore) -> None:
     """Failures add up per key and clear per key."""
     assert [store.add_failure("client:10.0.0.1", float(t)) for t in range(3)] == [1, 2, 3]
@@ -123,13 +357,15 @@ def test_sightings_are_remembered_once(store: MFAStore) -> None:
     assert not store.has_seen("bob", "network", "10.0.0.0/24")
 
 
-def test_secret_sealed_with_an_unknown_key_is_refused(tmp_path: Path, key: str) -> None:
-    """A store given only a key that never sealed the secret refuses to open it."""
-    url = f"sqlite:///{tmp_path / 'mfa.sqlite'}"
-    MFAStore(url, SecretBox([key])).enrol_totp("alice", SECRET, 1, [])
-    stranger = MFAStore(url, SecretBox([SecretBox.generate_key()]))
+def test_secret_sealed_with_an_unknown_key_is_refused(open_store: OpenStore) -> None:
+    """A store given only a key that never sealed the secret refuses to open it or check a code."""
+    open_store().enrol_totp("alice", SECRET, 1, [])
+    stranger = open_store(SecretBox.generate_key())
     with pytest.raises(SecretError, match="cannot be opened"):
         stranger.totp("alice")
+    with pytest.raises(SecretError, match="cannot be opened"):
+        take(stranger, step_after_last(2))
+    assert open_store().totp("alice") == TOTPEnrolment(SECRET, 1)
 
 
 def test_bad_database_url_is_a_config_error() -> None:
@@ -146,17 +382,6 @@ def test_database_going_away_is_a_store_error(tmp_path: Path, key: str) -> None:
     db.unlink()
     with pytest.raises(StoreError, match="MFA database unavailable"):
         store.add_failure("user:alice", 1.0)
-
-
-def test_accepted_step_clears_the_counter_it_is_given(store: MFAStore) -> None:
-    """An accepted step clears the named failure counter in its transaction; a replay does not."""
-    store.enrol_totp("alice", SECRET, 10, [])
-    store.add_failure("user:alice", 1.0)
-    with pytest.raises(MFAError, match="already used"):
-        store.accept_step("alice", 10, clear="user:alice")
-    assert store.failures("user:alice") == (1, 1.0)
-    store.accept_step("alice", 11, clear="user:alice")
-    assert store.failures("user:alice") == (0, 0.0)
 
 
 def test_used_recovery_code_clears_the_counter_it_is_given(store: MFAStore) -> None:
@@ -209,8 +434,9 @@ def test_login_facts_read_sightings_and_enrolment_together(store: MFAStore) -> N
     assert store.login_facts("alice", {}) == LoginFacts(seen=frozenset(), enrolled=True)
 
 
-def test_sqlite_store_uses_a_durable_wal_journal(store: MFAStore) -> None:
+def test_sqlite_store_uses_a_durable_wal_journal(tmp_path: Path, key: str) -> None:
     """The SQLite store is opened like nbguard's other stores: WAL, synchronous FULL."""
+    store = MFAStore(f"sqlite:///{tmp_path / 'mfa.sqlite'}", SecretBox([key]))
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
