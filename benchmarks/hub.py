@@ -1,6 +1,6 @@
 """Hub latency: what nbguard adds to a login and to a spawn, against the same hub without it.
 
-Usage: python benchmarks/hub.py [--quick]
+Usage: python benchmarks/hub.py [--quick] [--logins N]
 
 One real hub (JupyterHub's MockHub: the real handlers, database and proxy) runs
 in this process with nbguard's wrapped ``dummy`` authenticator and the guarded
@@ -164,7 +164,7 @@ async def guarded_login(fixtures: ModuleType, app: Any, name: str, secret: str) 
     assert browser.has_login_cookie(), page.url
 
 
-async def measure(quick: bool) -> dict[str, Any]:
+async def measure(quick: bool, logins: int | None = None) -> dict[str, Any]:
     """Run the interleaved logins and spawns; return the figures."""
     from jupyterhub import crypto
     from jupyterhub.auth import DummyAuthenticator
@@ -172,7 +172,8 @@ async def measure(quick: bool) -> dict[str, Any]:
     from jupyterhub.tests.mocking import MockHub
 
     fixtures = load_hub_fixtures()
-    logins, spawns = (10, 5) if quick else (40, 12)
+    default_logins, spawns = (10, 5) if quick else (40, 12)
+    logins = logins or default_logins
     time_auth_state_saves()
     tmp = Path(tempfile.mkdtemp(prefix="nbguard-bench-hub-"))
     crypto.CryptKeeper.instance().keys = [os.urandom(32)]
@@ -253,8 +254,16 @@ async def measure(quick: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (about two minutes)")
+    parser.add_argument(
+        "--logins",
+        type=int,
+        metavar="N",
+        help="logins per variant (default 10 with --quick, else 40); spawns are unchanged",
+    )
     args = parser.parse_args()
-    raw = asyncio.run(measure(args.quick))
+    if args.logins is not None and args.logins < 1:
+        parser.error("--logins must be at least 1")
+    raw = asyncio.run(measure(args.quick, args.logins))
     login = {k: statistics.median(v) for k, v in raw["login_ms"].items()}
     spawn = {k: statistics.median(v) for k, v in raw["spawn_s"].items()}
     login_added = login["nbguard"] - login["bare"]
