@@ -46,6 +46,14 @@ ACTIONS = ("jupyter.terminal", "jupyter.contents_write", "jupyter.kernel_execute
 CLAIMS = ("iss", "aud", "sub", "server", "session", "iat", "exp", "jti", "permissions")
 #: Larger tokens are refused before any parsing.
 MAX_TOKEN_BYTES = 8192
+#: The ``aud`` of a server order: an order is never taken for an entitlement, nor the reverse.
+ORDER_AUDIENCE = "nbguard-server-order"
+#: What the guard may order a server to do: ``interrupt`` its running kernels.
+ORDERS = ("interrupt",)
+#: Claims every order carries.
+ORDER_CLAIMS = ("iss", "aud", "sub", "server", "iat", "exp", "jti", "order", "reason")
+#: Seconds an order is good for: enough to cross the network, too few to be worth keeping.
+ORDER_TTL = 60
 
 
 class EntitlementError(NBGuardError):
@@ -83,6 +91,20 @@ class Entitlement:
     def allows(self, action: str) -> bool:
         """Whether ``action`` (one of :data:`ACTIONS`) is allowed."""
         return action in self.allowed
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOrder:
+    """A verified order from the guard to one server (see :meth:`EntitlementSigner.order`)."""
+
+    user: str
+    server: str
+    #: One of :data:`ORDERS`.
+    order: str
+    #: Why, in the guard's words (``lock 12``, ``grant 7 revoked``), for the server's log.
+    reason: str
+    expires: float
+    token_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +230,32 @@ class EntitlementSigner:
         token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.key_id})
         return IssuedEntitlement(token=token, expires_in=self.ttl, token_id=token_id)
 
+    def order(
+        self, *, user: str, server: str, order: str, reason: str, now: float | None = None
+    ) -> str:
+        """A signed order to ``server``, good for :data:`ORDER_TTL` seconds.
+
+        Orders travel from the guard to a server (a lock or a revocation that
+        interrupts kernels); their audience is :data:`ORDER_AUDIENCE`, so an
+        entitlement cannot be replayed as one, nor one as an entitlement.
+        """
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}: one of {', '.join(ORDERS)}")
+        issued = int(time.time() if now is None else now)
+        claims = {
+            "iss": self.issuer,
+            "aud": ORDER_AUDIENCE,
+            "sub": user,
+            "server": server,
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + ORDER_TTL,
+            "jti": secrets.token_urlsafe(18),
+            "order": order,
+            "reason": reason[:200],
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.key_id})
+
     def key_document(self) -> dict[str, Any]:
         """What ``GET /api/v1/entitlements/key`` answers: the public key as PEM and as JWK."""
         pem = public_pem(self.public_key)
@@ -243,10 +291,57 @@ def verify_entitlement(
     default server, ``alice/gpu`` for a named one; so a token is good for one
     server of one user.
     """
+    claims, key_id = _decode(token, public_key, audience, CLAIMS, issuer, leeway)
+    return _entitlement(claims, server, key_id)
+
+
+def verify_order(
+    token: str, public_key: Ed25519PublicKey | str | bytes, *, server: str, leeway: float = 30.0
+) -> ServerOrder:
+    """The order in ``token`` if the guard's ``public_key`` signed it for ``server`` and it is
+    in force; EntitlementError (with the same reasons as :func:`verify_entitlement`) if not.
+
+    An order lives :data:`ORDER_TTL` seconds; the receiver keeps the ``jti`` of
+    those it carried out until they expire, so a replay does nothing twice.
+    """
+    claims, _key_id = _decode(token, public_key, ORDER_AUDIENCE, ORDER_CLAIMS, None, leeway)
+    if claims["server"] != server:
+        raise EntitlementError(
+            f"order is for server {claims['server']!r}, not {server!r}", reason="server"
+        )
+    texts = (claims["sub"], claims["jti"], claims["reason"], claims["order"])
+    lifetime = claims["exp"] - claims["iat"]
+    if (
+        not all(isinstance(text, str) for text in texts)
+        or claims["order"] not in ORDERS
+        or not isinstance(lifetime, int)
+        or not 0 < lifetime <= ORDER_TTL
+    ):
+        raise EntitlementError("order claims are malformed", reason="claims")
+    return ServerOrder(
+        user=claims["sub"],
+        server=server,
+        order=claims["order"],
+        reason=claims["reason"],
+        expires=float(claims["exp"]),
+        token_id=claims["jti"],
+    )
+
+
+def _decode(
+    token: str,
+    public_key: Ed25519PublicKey | str | bytes,
+    audience: str,
+    required: tuple[str, ...],
+    issuer: str | None,
+    leeway: float,
+) -> tuple[dict[str, Any], str]:
+    """The claims of ``token`` checked by PyJWT (EdDSA only, ``audience``, ``required``,
+    times with ``leeway``), and the ``kid`` of ``public_key``; EntitlementError if refused."""
     key = _public_key(public_key)
     key_id = public_jwk(key)["kid"]
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_BYTES:
-        raise EntitlementError("entitlement missing or too large", reason="malformed")
+        raise EntitlementError("token missing or too large", reason="malformed")
     try:
         # PyJWT refuses every algorithm but EdDSA (no "none", no HMAC with the key as secret).
         claims = jwt.decode(
@@ -256,15 +351,15 @@ def verify_entitlement(
             audience=audience,
             issuer=issuer,
             leeway=leeway,
-            options={"require": list(CLAIMS)},
+            options={"require": list(required)},
         )
     except jwt.PyJWTError as error:
         reason = next((code for kind, code in _REASONS if isinstance(error, kind)), "malformed")
         if reason == "signature" and _key_id_of(token) != key_id:
             # Signed by another key (a replica with its own, a rotation): fetch the key again.
             reason = "unknown_key"
-        raise EntitlementError(f"entitlement refused: {error}", reason=reason) from None
-    return _entitlement(claims, server, key_id)
+        raise EntitlementError(f"token refused: {error}", reason=reason) from None
+    return claims, key_id
 
 
 def _key_id_of(token: str) -> Any:

@@ -42,6 +42,7 @@ from nbguard.errors import ConfigError, LedgerError, NBGuardError
 from nbguard.hub_plugin.spawner_context import guard_secrets, spawn_context
 from nbguard.hub_plugin.spawner_lease import (
     DEFAULT_ENV_NAMES,
+    SERVER_URL_KEY,
     STATE_KEY,
     SpawnLease,
     scrub_env,
@@ -290,10 +291,14 @@ class PolicySpawnerMixin(LoggingConfigurable, LifetimeCap):
             await self._nbguard_record_stop(lease, reason)
 
     def get_state(self) -> dict[str, Any]:
-        """The wrapped state plus the lease (profile, deadline), so a restart keeps the cap."""
+        """The wrapped state plus the lease (profile, deadline), so a restart keeps the cap,
+        and the running server's own URL, where the guard sends its orders."""
         state: dict[str, Any] = super().get_state()
         if self._nbguard_lease is not None:
             state[STATE_KEY] = self._nbguard_lease.to_state()
+            server = self.server
+            if server is not None:
+                state[SERVER_URL_KEY] = server.url
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:

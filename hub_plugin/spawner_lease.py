@@ -18,6 +18,9 @@ from typing import Any
 
 #: Key of nbguard's section in the spawner's persisted state.
 STATE_KEY = "nbguard"
+#: Key of the running server's own URL in the spawner's state (the address the proxy
+#: routes to), where the guard sends a server its orders.
+SERVER_URL_KEY = "nbguard_server_url"
 
 #: The values nbguard hands a server, by role, and the default variable names.
 DEFAULT_ENV_NAMES = {
@@ -110,6 +113,12 @@ class SpawnLease:
             "mlflow_token": server_token if guard_url else "",
         }
         return {names[role]: value for role, value in values.items() if names.get(role) and value}
+
+
+def server_url_of(state: Mapping[str, Any] | None) -> str:
+    """The running server's own URL kept in a spawner's state ("" when absent)."""
+    url = state.get(SERVER_URL_KEY) if isinstance(state, Mapping) else None
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
 
 
 def token_digest(token: str) -> str:

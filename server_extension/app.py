@@ -31,6 +31,7 @@ from traitlets.config import Config
 if TYPE_CHECKING:
     from nbguard.server_extension.entitlements import EntitlementCache
     from nbguard.server_extension.guard_client import GuardClient
+    from nbguard.server_extension.orders import OrderBook
     from nbguard.server_extension.shipper import WitnessShipper
 
 #: What a spool file name may carry of the server's name.
@@ -175,6 +176,7 @@ class NBGuardExtension(ExtensionApp):
     guard: GuardClient | None = None
     shipper: WitnessShipper | None = None
     entitlements: EntitlementCache | None = None
+    orders: OrderBook | None = None
 
     @property
     def server_log(self) -> Any:
@@ -229,6 +231,7 @@ class NBGuardExtension(ExtensionApp):
             return
         from nbguard.server_extension.entitlements import EntitlementCache, server_name
         from nbguard.server_extension.guard_client import GuardClient
+        from nbguard.server_extension.orders import OrderBook
         from nbguard.server_extension.shipper import WitnessShipper
         from nbguard.server_extension.spool import WitnessSpool
 
@@ -243,6 +246,7 @@ class NBGuardExtension(ExtensionApp):
             check_interval=self.entitlement_check_interval,
             log=self.server_log,
         )
+        self.orders = OrderBook()
         self.shipper = WitnessShipper(
             WitnessSpool(self.witness_spool_file),
             self.guard,
@@ -264,8 +268,9 @@ class NBGuardExtension(ExtensionApp):
         if not self.active:
             return
         from nbguard.server_extension.handlers import ROUTES
+        from nbguard.server_extension.orders import ROUTE
 
-        self.handlers.extend((f"/{path}", handler) for path, handler in ROUTES)
+        self.handlers.extend((f"/{path}", handler) for path, handler in [*ROUTES, ROUTE])
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start shipping witness records (those left by an earlier run first)."""

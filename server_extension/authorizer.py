@@ -13,10 +13,10 @@ entitlement (see :mod:`~nbguard.server_extension.entitlements`):
 | ``sessions`` | ``write`` but DELETE (starts a kernel) | ``jupyter.kernel_execute`` |
 
 ``events`` ``write`` (``POST /api/events``) is always refused: events sent that
-way could be forged. Shutting a kernel or a session down stays allowed, so a
-user who lost execution can still stop what runs. Everything else is allowed,
-as Jupyter's default authorizer would. Without a valid entitlement the server
-fails closed: no terminals, no writes, no execution.
+way could be forged. Shutting a kernel or a session down, and interrupting a
+kernel, stay allowed, so a user who lost execution can still stop what runs.
+Everything else is allowed, as Jupyter's default authorizer would. Without a
+valid entitlement the server fails closed: no terminals, no writes, no execution.
 
 This is a convenience in the user zone (the user can run code as the server's
 OS user once execution is allowed); the guard service enforces governed access.
@@ -39,10 +39,11 @@ KERNEL_EXECUTE = "jupyter.kernel_execute"
 NEVER = "never"
 
 
-def required_permission(action: str, resource: str, method: str = "") -> str | None:
+def required_permission(action: str, resource: str, method: str = "", path: str = "") -> str | None:
     """The entitlement permission ``(action, resource)`` needs; None if none, NEVER if refused.
 
-    ``method`` is the request's HTTP method (shutting down is always allowed).
+    ``method`` and ``path`` are the request's (shutting down and interrupting are
+    always allowed).
     """
     if resource == "events" and action == "write":
         return NEVER
@@ -50,7 +51,8 @@ def required_permission(action: str, resource: str, method: str = "") -> str | N
         return TERMINAL
     if resource == "contents" and action == "write":
         return CONTENTS_WRITE
-    starts_or_runs = action == "execute" or (action == "write" and method != "DELETE")
+    stops = method == "DELETE" or (method == "POST" and path.endswith("/interrupt"))
+    starts_or_runs = action == "execute" or (action == "write" and not stops)
     if resource == "kernels" and starts_or_runs:
         return KERNEL_EXECUTE
     if resource == "sessions" and action == "write" and method != "DELETE":
@@ -65,7 +67,8 @@ class NBGuardAuthorizer(Authorizer):
         self, handler: JupyterHandler, user: User, action: str, resource: str
     ) -> bool:
         """True if ``user`` may take ``action`` on ``resource`` in this server now."""
-        needed = required_permission(action, resource, handler.request.method or "")
+        request = handler.request
+        needed = required_permission(action, resource, request.method or "", request.path or "")
         if needed is None:
             return True
         if needed == NEVER:

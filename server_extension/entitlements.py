@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from nbguard.server_extension.guard_client import GuardAnswerError, GuardClient
 
 if TYPE_CHECKING:
-    from nbguard.entitlements import Entitlement
+    from nbguard.entitlements import Entitlement, ServerOrder
 
 #: Seconds to wait after a failed fetch before asking the guard again.
 RETRY_AFTER_FAILURE = 5.0
@@ -67,6 +67,7 @@ class EntitlementCache:
         self.log = log or logging.getLogger(__name__)
         self._entitlement: Entitlement | None = None
         self._key: Any = None
+        self._key_fetched = float("-inf")
         self._failed_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -97,22 +98,33 @@ class EntitlementCache:
                 return held
             if self._failed_at is not None and now - self._failed_at < RETRY_AFTER_FAILURE:
                 return self.valid(now)
-            from nbguard.errors import NBGuardError
+            return await self._renew()
 
-            try:
-                self._entitlement = await self.fetch()
-            except (GuardAnswerError, NBGuardError) as error:
-                self._failed_at = now
-                if isinstance(error, GuardAnswerError) and error.status_code in REFUSALS:
-                    self._entitlement = None  # the guard said no: nothing to fall back on
-                self.log.warning(
-                    "nbguard | no entitlement from the guard (%s); terminals, writes and "
-                    "execution are refused until there is one",
-                    getattr(error, "body", None) or error,
-                )
-                return self.valid(time.time())
-            self._failed_at = None
-            return self._entitlement
+    async def renew(self) -> Entitlement | None:
+        """Ask the guard now, however fresh the cached entitlement (after a guard's order);
+        what :meth:`current` would answer afterwards."""
+        async with self._lock:
+            return await self._renew()
+
+    async def _renew(self) -> Entitlement | None:
+        # The caller holds the lock.
+        from nbguard.errors import NBGuardError
+
+        now = time.time()
+        try:
+            self._entitlement = await self.fetch()
+        except (GuardAnswerError, NBGuardError) as error:
+            self._failed_at = now
+            if isinstance(error, GuardAnswerError) and error.status_code in REFUSALS:
+                self._entitlement = None  # the guard said no: nothing to fall back on
+            self.log.warning(
+                "nbguard | no entitlement from the guard (%s); terminals, writes and "
+                "execution are refused until there is one",
+                getattr(error, "body", None) or error,
+            )
+            return self.valid(time.time())
+        self._failed_at = None
+        return self._entitlement
 
     def allows_now(self, permission: str) -> bool:
         """Whether the cached entitlement, unexpired, allows ``permission`` (no network)."""
@@ -139,21 +151,42 @@ class EntitlementCache:
         :class:`~nbguard.errors.NBGuardError` (the token or the key is not good).
         """
         from nbguard.entitlements import EntitlementError, verify_entitlement
-        from nbguard.errors import ConfigError
 
         _, answer = await self.guard.call("GET", "api/v1/entitlements")
         token = answer.get("token") if isinstance(answer, dict) else None
         if not isinstance(token, str):
             raise EntitlementError("the guard's answer holds no token", reason="malformed")
+        return await self._verified(verify_entitlement, token)
+
+    async def order(self, token: str) -> ServerOrder:
+        """The guard's order in ``token``, verified for this server like an entitlement.
+
+        Raises EntitlementError (not the guard's, expired, another server's) or,
+        when the guard's key cannot be had, GuardAnswerError or ConfigError.
+        """
+        from nbguard.entitlements import verify_order
+
+        return await self._verified(verify_order, token)
+
+    async def _verified(self, verify: Any, token: str) -> Any:
+        """``verify(token, key, server=...)`` with the guard's key, fetched when unknown or
+        when the token names another key (the guard rotated it), at most once in
+        ``RETRY_AFTER_FAILURE`` seconds: orders arrive unauthenticated, and tokens
+        naming made-up keys must not turn into calls to the guard."""
+        from nbguard.entitlements import EntitlementError
+        from nbguard.errors import ConfigError
+
         if self._key is not None:
             try:
-                return verify_entitlement(token, self._key, server=self.server)
+                return verify(token, self._key, server=self.server)
             except EntitlementError as error:
-                if error.reason != "unknown_key":
+                recent = time.monotonic() - self._key_fetched < RETRY_AFTER_FAILURE
+                if error.reason != "unknown_key" or recent:
                     raise
+        self._key_fetched = time.monotonic()
         _, document = await self.guard.call("GET", "api/v1/entitlements/key")
         pem = document.get("pem") if isinstance(document, dict) else None
         if not isinstance(pem, str):
             raise ConfigError("the guard's entitlement key document holds no PEM")
         self._key = pem
-        return verify_entitlement(token, pem, server=self.server)
+        return verify(token, pem, server=self.server)

@@ -206,7 +206,7 @@ async def stop_servers(
     except NBGuardError as error:
         guard.log.error("nbguard guard: cannot list servers to stop (%s): %s", why, error)
         return stopped
-    for name, server, _lease in running:
+    for name, server, _lease, _url in running:
         try:
             if not await holds(name):
                 continue

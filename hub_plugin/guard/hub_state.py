@@ -16,14 +16,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from nbguard.errors import NBGuardError
 from nbguard.hub_plugin.auth_state import MFAState, read_state
-from nbguard.hub_plugin.spawner_lease import SpawnLease
+from nbguard.hub_plugin.spawner_lease import SpawnLease, server_url_of
 
 
 class HubUnavailable(NBGuardError):
@@ -33,6 +33,18 @@ class HubUnavailable(NBGuardError):
         "nbguard cannot reach JupyterHub to check your session, so access is refused. "
         "Try again in a moment."
     )
+
+
+class RunningServer(NamedTuple):
+    """A server the hub reports ready."""
+
+    user: str
+    #: The server's name ("" for the default server).
+    name: str
+    #: The lease the spawner mixin made (None for a server nbguard did not spawn).
+    lease: SpawnLease | None
+    #: Its own URL, where the proxy routes to ("" when the spawner did not keep it).
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +141,20 @@ class HubClient:
         await self._call("DELETE", path)
         self.forget(name)
 
-    async def running_servers(self) -> list[tuple[str, str, SpawnLease | None]]:
-        """``(user, server name, lease)`` for every running server on the hub."""
+    async def running_servers(self) -> list[RunningServer]:
+        """Every running server on the hub."""
         users = await self._call("GET", "users?state=active&include_stopped_servers=0")
-        found: list[tuple[str, str, SpawnLease | None]] = []
+        found: list[RunningServer] = []
         for model in users if isinstance(users, list) else []:
             for server_name, server in (model.get("servers") or {}).items():
                 if isinstance(server, dict) and server.get("ready"):
-                    lease = SpawnLease.from_state(server.get("state"))
-                    found.append((str(model.get("name")), str(server_name), lease))
+                    state = server.get("state")
+                    found.append(
+                        RunningServer(
+                            str(model.get("name")),
+                            str(server_name),
+                            SpawnLease.from_state(state),
+                            server_url_of(state),
+                        )
+                    )
         return found

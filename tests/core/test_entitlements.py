@@ -20,11 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nbguard.entitlements import (
     ACTIONS,
     AUDIENCE,
+    ORDER_AUDIENCE,
+    ORDER_TTL,
     EntitlementError,
     EntitlementSigner,
     load_or_create_key,
     public_pem,
     verify_entitlement,
+    verify_order,
 )
 from nbguard.errors import ConfigError, NBGuardError
 
@@ -203,3 +206,78 @@ def test_a_public_key_that_is_not_ed25519_is_refused(signer: EntitlementSigner) 
     )
     with pytest.raises(ConfigError):
         verify_entitlement(issue(signer), pem, server="alice")
+
+
+def order(signer: EntitlementSigner, **overrides: Any) -> str:
+    """An interrupt order for alice's default server (``overrides`` of order's arguments)."""
+    values: dict[str, Any] = {"user": "alice", "server": "alice", "order": "interrupt",
+                              "reason": "lock 7"}  # fmt: skip
+    values.update(overrides)
+    return signer.order(**values)
+
+
+def forged_order(
+    signer: EntitlementSigner, key: Any, algorithm: str = "EdDSA", **claims: Any
+) -> str:
+    """An order with valid-looking claims (changed by ``claims``) signed by ``key``."""
+    now = int(time.time())
+    body = {
+        "iss": "nbguard-guard", "aud": ORDER_AUDIENCE, "sub": "alice", "server": "alice",
+        "iat": now, "nbf": now, "exp": now + ORDER_TTL, "jti": "j", "order": "interrupt",
+        "reason": "lock 7",
+    }  # fmt: skip
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, key, algorithm=algorithm, headers={"kid": signer.key_id})
+
+
+def test_an_order_verifies_for_its_server_and_lives_a_minute(signer: EntitlementSigner) -> None:
+    """An interrupt order verifies with the published key and says what, why, until when."""
+    made = verify_order(order(signer), signer.key_document()["pem"], server="alice")
+    assert (made.user, made.server, made.order, made.reason) == ("alice", "alice", "interrupt",
+                                                                 "lock 7")  # fmt: skip
+    assert 0 < made.expires - time.time() <= ORDER_TTL
+    assert made.token_id
+    with pytest.raises(ValueError, match="unknown order"):
+        order(signer, order="shutdown")
+
+
+def order_forgeries() -> list[Any]:
+    """Orders that must be refused, with their reasons (built per test: keys are random)."""
+    other = Ed25519PrivateKey.generate()
+    now = int(time.time())
+    return [
+        pytest.param(lambda s: forged_order(s, other), "signature", id="other-key"),
+        pytest.param(lambda s: order(s, now=time.time() - 600), "expired", id="expired"),
+        pytest.param(lambda s: order(s, server="alice/gpu"), "server", id="other-server"),
+        pytest.param(lambda s: issue(s), "claims", id="an-entitlement"),
+        pytest.param(lambda s: forged_order(s, s._key, aud=AUDIENCE), "audience",
+                     id="entitlement-audience"),
+        pytest.param(lambda s: forged_order(s, s._key, order="run-code"), "claims",
+                     id="unknown-order"),
+        pytest.param(lambda s: forged_order(s, s._key, exp=now + 86400), "claims",
+                     id="long-lived"),
+        pytest.param(lambda s: forged_order(s, s._key, reason=None), "claims", id="no-reason"),
+        pytest.param(lambda s: forged_order(s, None, "none"), "algorithm", id="alg-none"),
+        pytest.param(lambda s: forged_order(s, b"k" * 32, "HS256"), "algorithm", id="hmac"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "reason"), order_forgeries())
+def test_forged_orders_are_refused(signer: EntitlementSigner, make: Any, reason: str) -> None:
+    """A server acts on no order the guard did not sign for it, now; nor on an entitlement."""
+    with pytest.raises(EntitlementError) as caught:
+        verify_order(make(signer), signer.public_key, server="alice")
+    assert caught.value.reason == reason
+
+
+def test_an_order_is_not_an_entitlement(signer: EntitlementSigner) -> None:
+    """An order where an entitlement is expected is refused: for its missing claims, and even
+    with every entitlement claim, for its audience."""
+    with pytest.raises(EntitlementError) as caught:
+        verify_entitlement(order(signer), signer.public_key, server="alice")
+    assert caught.value.reason == "claims"
+    with pytest.raises(EntitlementError) as caught:
+        verify_entitlement(forged(signer, signer._key, aud=ORDER_AUDIENCE), signer.public_key,
+                           server="alice")  # fmt: skip
+    assert caught.value.reason == "audience"

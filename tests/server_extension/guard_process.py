@@ -12,6 +12,11 @@ serves a small control API on loopback for the test process:
   server reaches it);
 - ``GET /records?kind=&actor=``: ledger record bodies, oldest first;
 - ``POST /mfa-age {"user", "seconds"}``: age a user's last second factor;
+- ``POST /server-url {"user", "url"}``: the hub's address of the user's server
+  becomes ``url`` (the Jupyter server under test), where the guard sends orders;
+- ``POST /orders {"user", "server"}``: an interrupt order signed by the guard;
+- ``POST /admin-locks {"user", "interrupt_kernels"}``: lock through the guard's
+  real lock API, as an admin; answers the API's status and body;
 - ``POST /guard/down``, ``POST /guard/up``: stop and resume the guard's listener;
 - ``POST /stop``: stop everything and exit.
 
@@ -89,6 +94,19 @@ class GuardProcess:
     def unlock(self, lock_id: str) -> None:
         """Lift a lock made by :meth:`lock`."""
         self.call("DELETE", f"/locks/{lock_id}")
+
+    def point_server(self, user: str, url: str) -> None:
+        """Make the hub's address of ``user``'s server ``url``."""
+        self.call("POST", "/server-url", json={"user": user, "url": url})
+
+    def order(self, user: str, server: str) -> str:
+        """An interrupt order for the server named ``server`` (``alice``, ``alice/gpu``)."""
+        return str(self.call("POST", "/orders", json={"user": user, "server": server})["order"])
+
+    def admin_lock(self, user: str, **options: Any) -> tuple[int, dict[str, Any]]:
+        """Lock ``user`` through the guard's lock API as an admin; its status and body."""
+        answer = self.call("POST", "/admin-locks", json={"user": user, **options})
+        return int(answer["status"]), dict(answer["body"])
 
     def age_mfa(self, user: str, seconds: float) -> None:
         """Make ``user``'s last second factor ``seconds`` old, as if time had passed."""
@@ -202,6 +220,32 @@ async def main(tmp: Path) -> None:
                 service.elevations.unlock(lock_id, by="admin")
                 self.write({})
 
+        class ServerURL(web.RequestHandler):
+            def post(self) -> None:
+                body = json.loads(self.request.body)
+                where = urlparse(body["url"])
+                server = app.users[body["user"]].spawners[""].server
+                server.ip, server.port, server.base_url = where.hostname, where.port, where.path
+                server.connect_ip = ""
+                app.db.commit()
+                self.write({})
+
+        class Orders(web.RequestHandler):
+            def post(self) -> None:
+                body = json.loads(self.request.body)
+                made = service.entitlements.order(
+                    user=body["user"], server=body["server"], order="interrupt", reason="test"
+                )
+                self.write({"order": made})
+
+        class AdminLocks(web.RequestHandler):
+            async def post(self) -> None:
+                body = json.loads(self.request.body)
+                admin = await fixtures.user_client(guard, "admin")
+                lock = {"kind": "user", "value": body.pop("user"), "reason": "test", **body}
+                response = await admin.call("POST", "api/v1/locks", json=lock)
+                self.write({"status": response.status_code, "body": response.json()})
+
         class MFAAge(web.RequestHandler):
             async def post(self) -> None:
                 body = json.loads(self.request.body)
@@ -221,6 +265,9 @@ async def main(tmp: Path) -> None:
                 (r"/locks", Locks),
                 (r"/locks/([^/]+)", Locks),
                 (r"/mfa-age", MFAAge),
+                (r"/server-url", ServerURL),
+                (r"/orders", Orders),
+                (r"/admin-locks", AdminLocks),
                 (r"/stop", Stop),
             ]
         )

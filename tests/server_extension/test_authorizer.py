@@ -50,6 +50,15 @@ def test_permission_each_pair_needs(
     assert required_permission(action, resource, method) == needed
 
 
+def test_interrupting_needs_nothing_but_restarting_runs_code() -> None:
+    """A user without execution may still interrupt a kernel; a restart starts one anew."""
+    assert (
+        required_permission("write", "kernels", "POST", "/user/a/api/kernels/k/interrupt") is None
+    )
+    restart = required_permission("write", "kernels", "POST", "/user/a/api/kernels/k/restart")
+    assert restart == KERNEL_EXECUTE
+
+
 async def status_of(jp_fetch: Fetch, *parts: str, **kw: Any) -> int:
     """The HTTP status of a call to the server under test."""
     try:

@@ -10,7 +10,7 @@ import yaml
 from tornado.httpclient import HTTPClientError
 from tornado.web import RequestHandler
 
-from nbguard.server_extension import handlers
+from nbguard.server_extension import handlers, orders
 
 #: The document shipped in the package, parsed.
 SPEC: dict[str, Any] = yaml.safe_load(Path(handlers.__file__).with_name("openapi.yaml").read_text())
@@ -22,7 +22,7 @@ def test_document_and_handlers_name_the_same_operations() -> None:
     documented = {(path, verb) for path, item in SPEC["paths"].items() for verb in item}
     served = {
         (f"/{path}", verb)
-        for path, handler in handlers.ROUTES
+        for path, handler in [*handlers.ROUTES, orders.ROUTE]
         for verb in VERBS
         if getattr(handler, verb) is not getattr(RequestHandler, verb)
     }

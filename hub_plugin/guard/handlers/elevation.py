@@ -29,7 +29,6 @@ from nbguard.hub_plugin.guard.elevation_records import (
     ElevationEvents,
     in_store,
     refuse_if_locked,
-    stop_servers,
 )
 from nbguard.hub_plugin.guard.handlers.base import (
     HUB,
@@ -38,6 +37,7 @@ from nbguard.hub_plugin.guard.handlers.base import (
     http_error,
     require_fields,
 )
+from nbguard.hub_plugin.guard.server_orders import end_what_runs
 from nbguard.policy import EntityRef
 from nbguard.policy.entities import Entity, elevation_request
 from nbguard.policy.vocabulary import ENVIRONMENTS, SENSITIVITIES
@@ -54,6 +54,8 @@ ASK_FIELDS: dict[str, type] = {
     "duration_seconds": int,
     "reason": str,
 }
+#: The fields of a revocation (``reason`` required).
+REVOKE_FIELDS: dict[str, type] = {"reason": str, "stop_servers": bool, "interrupt_kernels": bool}
 #: Sensitivity of a role request, which has no target to take one from.
 ROLE_SENSITIVITY = "internal"
 #: Environment of a role request made from outside any real environment.
@@ -384,9 +386,10 @@ class GrantRevokeHandler(ElevationAPIHandler):
     """``POST /api/v1/grants/{id}/revoke``: end a grant now (its holder or an admin)."""
 
     async def post(self, grant_id: str) -> None:
-        """Revoke, optionally stopping the holder's servers; 200 with the grant."""
+        """Revoke, optionally stopping the holder's servers or interrupting their kernels;
+        200 with the grant."""
         body = self.json_body()
-        require_fields(body, {"reason": str, "stop_servers": bool}, optional=("stop_servers",))
+        require_fields(body, REVOKE_FIELDS, optional=("stop_servers", "interrupt_kernels"))
         who = await self.who()
         store = self.guard.elevations
         grant = await in_store(store.get_grant, grant_id)
@@ -396,15 +399,13 @@ class GrantRevokeHandler(ElevationAPIHandler):
         await self.events.grant(
             who, "revoke", grant, text=grant.revoke_reason, notify="grant.revoked"
         )
-        stopped: list[str] = []
-        if body.get("stop_servers"):
-            holder = grant.user
+        holder = grant.user
 
-            async def holds(name: str) -> bool:
-                return name == holder
+        async def holds(name: str) -> bool:
+            return name == holder
 
-            stopped = await stop_servers(self.guard, holds, f"grant {grant.id} revoked")
-        self.write_json({**grant.to_dict(), "stopped_servers": stopped})
+        ended = await end_what_runs(self.guard, body, holds, f"grant {grant.id} revoked")
+        self.write_json({**grant.to_dict(), **ended})
 
 
 class GrantReviewHandler(ElevationAPIHandler):

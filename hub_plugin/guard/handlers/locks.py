@@ -3,7 +3,9 @@
 While a lock holds, the guard service refuses the user or device everything
 (the decider checks locks first, and contexts read them on every request, on
 every replica). ``stop_servers`` also ends what is running now: the user's
-servers, or those of users whose current login came from the locked device.
+servers, or those of users whose current login came from the locked device;
+``interrupt_kernels`` interrupts those servers' busy kernels instead (see
+:mod:`~nbguard.hub_plugin.guard.server_orders`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from datetime import datetime
 from nbguard.hub_plugin.guard.elevation_records import (
     ElevationEvents,
     in_store,
-    stop_servers,
 )
 from nbguard.hub_plugin.guard.handlers.base import APIHandler, GuardError, require_fields
 from nbguard.hub_plugin.guard.handlers.elevation import query_choice
+from nbguard.hub_plugin.guard.server_orders import end_what_runs
 
 LOCK_FIELDS: dict[str, type] = {
     "kind": str,
@@ -24,7 +26,10 @@ LOCK_FIELDS: dict[str, type] = {
     "reason": str,
     "until": str,
     "stop_servers": bool,
+    "interrupt_kernels": bool,
 }
+#: The optional fields of a new lock.
+LOCK_OPTIONS = ("until", "stop_servers", "interrupt_kernels")
 
 
 def parse_until(text: str) -> float:
@@ -52,9 +57,9 @@ class LocksHandler(APIHandler):
         self.write_json({"locks": [lock.to_dict() for lock in locks]})
 
     async def post(self) -> None:
-        """Lock; 201 with the lock and, with ``stop_servers``, the servers stopped."""
+        """Lock; 201 with the lock and the servers stopped or interrupted, as asked."""
         body = self.json_body()
-        require_fields(body, LOCK_FIELDS, optional=("until", "stop_servers"))
+        require_fields(body, LOCK_FIELDS, optional=LOCK_OPTIONS)
         until = parse_until(body["until"]) if "until" in body else None
         who = await self.require_admin(await self.caller_context())
         lock = await in_store(
@@ -66,19 +71,17 @@ class LocksHandler(APIHandler):
             until=until,
         )
         await ElevationEvents(self.guard).lock(who, "lock", lock, notify="lock.created")
-        stopped: list[str] = []
-        if body.get("stop_servers"):
-            hub = self.guard.hub
+        hub = self.guard.hub
 
-            async def holds(name: str) -> bool:
-                if lock.kind == "user":
-                    return name == lock.value
-                state = await hub.user_state(name, max_age=0)
-                mfa = state.mfa if state is not None else None
-                return mfa is not None and mfa.device_id == lock.value
+        async def holds(name: str) -> bool:
+            if lock.kind == "user":
+                return name == lock.value
+            state = await hub.user_state(name, max_age=0)
+            mfa = state.mfa if state is not None else None
+            return mfa is not None and mfa.device_id == lock.value
 
-            stopped = await stop_servers(self.guard, holds, f"lock {lock.id}")
-        self.write_json({**lock.to_dict(), "stopped_servers": stopped}, status=201)
+        ended = await end_what_runs(self.guard, body, holds, f"lock {lock.id}")
+        self.write_json({**lock.to_dict(), **ended}, status=201)
 
 
 class LockHandler(APIHandler):

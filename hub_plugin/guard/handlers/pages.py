@@ -48,7 +48,7 @@ from nbguard.hub_plugin.guard.handlers.sessions import (
 from nbguard.hub_plugin.guard.identity import caller_from_model
 
 #: Form fields that are checkboxes (present: true).
-CHECKBOXES = frozenset({"stop_servers", "revoke_grants"})
+CHECKBOXES = frozenset({"stop_servers", "interrupt_kernels", "revoke_grants"})
 #: Optional form fields that an empty input leaves out (others are sent as typed).
 OMIT_IF_EMPTY = frozenset({"until"})
 #: What the page says after an action went through, by the action's ``done`` key.

@@ -67,7 +67,7 @@ class SessionsAPIHandler(APIHandler):
             held.setdefault(grant.user, []).append(grant)
         found = [
             session_summary(name, server, lease, held.get(name, []))
-            for name, server, lease in running
+            for name, server, lease, _url in running
             if user is None or name == user
         ]
         found.sort(key=lambda s: (not s["privileged"], s["user"], s["server"]))

@@ -301,6 +301,25 @@ async def test_revoke_can_stop_the_holders_servers(guard: Guard) -> None:
     assert not guard.hub.users[alice.name].spawner.active
 
 
+async def test_revoke_can_order_the_holders_servers_to_interrupt(guard: Guard) -> None:
+    """interrupt_kernels sends the holder's running server (and nobody else's) an order; a
+    server without nbguard's extension answers with an error, reported, and keeps running."""
+    alice = await server_client(guard, teams=("risk",))
+    bystander = await server_client(guard)
+    request = await ask(alice)
+    approved = await verdict(await user_client(guard, "reviewer"), request["id"])
+    response = await alice.call(
+        "POST",
+        f"api/v1/grants/{approved['grant_id']}/revoke",
+        json={"reason": "done", "interrupt_kernels": True},
+    )
+    assert response.status_code == 200, response.text
+    [outcome] = response.json()["interrupted_servers"]
+    assert outcome["server"] == alice.name != bystander.name
+    assert "error" in outcome
+    assert guard.hub.users[alice.name].spawner.active
+
+
 async def test_break_glass_is_granted_and_reviewed(guard: Guard, hook: Receiver) -> None:
     """Break-glass grants at once where the rule allows, notifies, and is reviewed by another."""
     alice = await user_client(guard)

@@ -102,6 +102,31 @@ async def test_lock_with_until_and_stop_servers(guard: Guard) -> None:
     await admin.call("DELETE", f"api/v1/locks/{lock['id']}")
 
 
+async def test_interrupting_a_server_that_takes_no_orders_is_reported(guard: Guard) -> None:
+    """The hub keeps the running server's own URL; a server there that is not nbguard's
+    (JupyterHub's mock server) cannot take the order: the answer says so per server, and
+    the lock is in force all the same. (Orders carried out by a real server with nbguard's
+    extension and kernels: tests/server_extension/test_orders.py.)"""
+    alice = await server_client(guard)
+    spawner = guard.hub.users[alice.name].spawner
+    running = {s.user: s for s in await guard.service.hub.running_servers()}
+    assert running[alice.name].url == spawner.server.url
+    admin = await user_client(guard, "admin")
+    body = {"kind": "user", "value": alice.name, "reason": "phished", "interrupt_kernels": True}
+    response = await admin.call("POST", "api/v1/locks", json=body)
+    assert response.status_code == 201, response.text
+    lock = response.json()
+    try:
+        [outcome] = lock["interrupted_servers"]
+        assert outcome["server"] == alice.name
+        assert outcome["error"].startswith("the server answered HTTP 4"), outcome
+        assert lock["stopped_servers"] == []
+        assert spawner.active
+        assert (await read_sales(alice)).status_code == 403
+    finally:
+        await admin.call("DELETE", f"api/v1/locks/{lock['id']}")
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [
@@ -117,6 +142,8 @@ async def test_lock_with_until_and_stop_servers(guard: Guard) -> None:
         pytest.param({"kind": "user", "value": "x"}, "Missing field: reason", id="missing"),
         pytest.param({"kind": "user", "value": "x", "reason": "r", "stop_servers": "yes"},
                      "stop_servers must be", id="wrong-type"),
+        pytest.param({"kind": "user", "value": "x", "reason": "r", "interrupt_kernels": 1},
+                     "interrupt_kernels must be", id="interrupt-wrong-type"),
     ],
 )  # fmt: skip
 async def test_bad_lock_bodies_get_400(guard: Guard, body: dict[str, Any], words: str) -> None:
