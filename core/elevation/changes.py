@@ -14,15 +14,26 @@ and callers read every time. :class:`StandingCache` is the guard's use of it.
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 from sqlalchemy.engine import make_url
 
 if TYPE_CHECKING:
     from nbguard.elevation.models import ActiveElevation, Lock
     from nbguard.elevation.store import ElevationStore, Standing
+
+
+class _Unread(enum.Enum):
+    UNREAD = "unread"
+
+
+#: Passed as ``version`` where none was read yet: the callee reads one itself.
+UNREAD: Final = _Unread.UNREAD
+#: A version a caller read already (see :meth:`ChangeWatch.version`), or UNREAD.
+Version: TypeAlias = int | Literal[_Unread.UNREAD] | None
 
 
 class ChangeWatch:
@@ -77,12 +88,20 @@ class StandingCache:
         #: (user, device) -> (the version read before the answer, the answer)
         self._entries: dict[tuple[str, str], tuple[int, Standing]] = {}
 
-    def standing(self, user: str, *, device_id: str = "") -> tuple[ActiveElevation, list[Lock]]:
-        """What ``user`` holds now and the locks on them or ``device_id``."""
+    def standing(
+        self, user: str, *, device_id: str = "", version: Version = UNREAD
+    ) -> tuple[ActiveElevation, list[Lock]]:
+        """What ``user`` holds now and the locks on them or ``device_id``.
+
+        ``version``: the watch's version if the caller read it already for this
+        request (one question to the database instead of two); it must have been
+        read before this call and after anything the caller committed.
+        """
         key = (user, device_id)
         # The version is read before the store: an answer is never tagged with a
         # version newer than what it saw.
-        version = self.watch.version()
+        if version is UNREAD:
+            version = self.watch.version()
         if version is not None:
             seen, kept = self._entries.get(key, (None, None))
             if seen == version and kept is not None and kept.read_at <= self.clock() < kept.until:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -123,9 +124,12 @@ class Ledger(LoggingConfigurable):
         long plus one commit before it returns, and records not yet acknowledged
         may be lost in a crash (acknowledged ones never are). The writer waits only
         while appends overlap (the batch it took last held more than one record);
-        on an idle ledger a lone append is committed at once. 0 never waits:
-        batches then hold what queued during the previous commit. Default 0.002
-        (2 ms); at most 1.
+        on an idle ledger a lone append is committed at once. Appends announced
+        beforehand (``Ledger.expect``, as the guard service does for each API
+        request's decision record) shorten the wait: a batch made only of
+        announced records is committed as soon as no announced append is still to
+        come. 0 never waits: batches then hold what queued during the previous
+        commit. Default 0.002 (2 ms); at most 1.
         """,
     ).tag(config=True)
 
@@ -364,9 +368,10 @@ class Ledger(LoggingConfigurable):
         """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Receipt] = loop.create_future()
+        handover = _handover(loop)
 
         def committed(done: PendingReceipt) -> None:  # on the writer thread
-            loop.call_soon_threadsafe(_settle, waiter, done)
+            handover.add(waiter, done)
 
         pending.add_done_callback(committed)
         return await waiter
@@ -489,6 +494,58 @@ def open_configured_ledger(parent: Any) -> Ledger:
 def _plain(body: Any) -> Any:
     """A mapping as a dict (anything else as it is, for validation to refuse)."""
     return dict(body) if isinstance(body, Mapping) else body
+
+
+class _Handover:
+    """Committed receipts on their way from the writer thread to one event loop.
+
+    The records of a batch are committed together, so their awaiting coroutines
+    are woken together: one ``call_soon_threadsafe`` (a write to the loop's wake-up
+    pipe, and a read of it on the loop) for the receipts that arrive before the
+    loop takes them, rather than one per record.
+    """
+
+    __slots__ = ("_lock", "_loop", "_ready")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[Receipt], PendingReceipt]] = []
+
+    def add(self, waiter: asyncio.Future[Receipt], pending: PendingReceipt) -> None:
+        """Hand over one receipt (writer thread): wakes the loop unless a wake-up is due."""
+        with self._lock:
+            self._ready.append((waiter, pending))
+            if len(self._ready) > 1:
+                return  # the loop is already asked to take them
+        try:
+            self._loop.call_soon_threadsafe(self._take)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            with self._lock:
+                self._ready.clear()
+            raise
+
+    def _take(self) -> None:
+        # On the loop: settle every receipt handed over so far.
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for waiter, pending in ready:
+            _settle(waiter, pending)
+
+
+_handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handover] = (
+    weakref.WeakKeyDictionary()
+)
+_handovers_lock = threading.Lock()
+
+
+def _handover(loop: asyncio.AbstractEventLoop) -> _Handover:
+    """The one :class:`_Handover` of ``loop``."""
+    found = _handovers.get(loop)
+    if found is None:
+        with _handovers_lock:
+            found = _handovers.setdefault(loop, _Handover(loop))
+    return found
 
 
 def _settle(waiter: asyncio.Future[Receipt], pending: PendingReceipt) -> None:

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from traitlets import Dict, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 
+from nbguard.elevation.changes import UNREAD, Version
 from nbguard.errors import ConfigError, NBGuardError
 from nbguard.hub_plugin.guard.mlflow.settings import MLflowSettings
 from nbguard.policy import EntityRef
@@ -412,11 +413,16 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
         """The roles the policy entities give ``user`` (without elevation)."""
         return self.engine.entities.roles_of(EntityRef.of("User", user))
 
-    def sync_catalog(self) -> None:
-        """Load catalog changes (from any replica) into the policy entities."""
+    def sync_catalog(self, version: Version = UNREAD) -> None:
+        """Load catalog changes (from any replica) into the policy entities.
+
+        ``version``: the database's change version (``db_changes.version()``) if
+        the caller read it already for this request, after anything it committed.
+        """
         # Read before the generation, so that a change committed in between is
         # seen at the next call rather than hidden by a newer version.
-        version = self.db_changes.version()
+        if version is UNREAD:
+            version = self.db_changes.version()
         if version is not None and version == self._catalog_version:
             return
         generation = self.catalog.generation()

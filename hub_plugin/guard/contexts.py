@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from nbguard.elevation.changes import UNREAD, Version
 from nbguard.policy import EntityRef, RequestContext
 from nbguard.policy.vocabulary import MFA_NEVER, NO_ENVIRONMENT
 
@@ -96,14 +97,20 @@ class ContextResolver:
         self.elevations = elevations
         self.tz = ZoneInfo(timezone)
 
-    async def resolve(self, caller: Caller, *, max_age: float | None = None) -> CallerContext:
-        """The caller's context, with hub facts at most ``max_age`` seconds old."""
+    async def resolve(
+        self, caller: Caller, *, max_age: float | None = None, version: Version = UNREAD
+    ) -> CallerContext:
+        """The caller's context, with hub facts at most ``max_age`` seconds old.
+
+        ``version``: the service database's change version, if the caller read it
+        already for this request (see :class:`~nbguard.elevation.changes.StandingCache`).
+        """
         state = await self.hub.user_state(caller.name, max_age=max_age)
         mfa = state.mfa if state is not None else None
         server, profile = self._confirmed_server(caller, state)
         environment = self._environment(profile)
         elevation, held = self.elevations.standing(
-            caller.name, device_id=mfa.device_id if mfa else ""
+            caller.name, device_id=mfa.device_id if mfa else "", version=version
         )
         locks = tuple(held)
         moment = datetime.now(self.tz)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jupyterhub.services.auth import HubOAuth
 from tornado import web
 
+from nbguard.hub_plugin.guard.identity import CallerCache
 from nbguard.hub_plugin.guard.routes import routes
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def make_web_app(service: GuardService) -> web.Application:
         routes(service.service_prefix),
         nbguard_guard=service,
         hub_auth=service.hub_auth,
+        nbguard_callers=CallerCache(),
         nbguard_templates=page_templates(service.config),
         # Per process: a restart signs everyone out of the pages (the hub's
         # own login stays, so signing in again is a redirect away).

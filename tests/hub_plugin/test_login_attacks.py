@@ -247,6 +247,7 @@ async def test_primary_record_not_stored_means_the_login_cannot_complete(hub: An
     guard = hub.authenticator.nbguard
     store = guard.ledger.store
     working = store.engine
+    store.close()  # lets go of the connection it keeps for writes, so the next one opens anew
     store.engine = sqlalchemy.create_engine("sqlite:////nonexistent-dir/ledger.sqlite")
     try:
         browser = Browser(hub)

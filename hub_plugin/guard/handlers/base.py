@@ -21,6 +21,7 @@ from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
 from nbguard.catalog.store import CatalogStoreError
+from nbguard.elevation.changes import UNREAD, Version
 from nbguard.elevation.store import ElevationStoreError
 from nbguard.errors import (
     AccessDenied,
@@ -31,7 +32,7 @@ from nbguard.errors import (
 )
 from nbguard.hub_plugin.guard.decisions import CELL_HEADER, CellRef, LedgerUnavailable, parse_cell
 from nbguard.hub_plugin.guard.hub_state import HubUnavailable
-from nbguard.hub_plugin.guard.identity import Caller, caller_from_model
+from nbguard.hub_plugin.guard.identity import Caller
 from nbguard.policy import Decision, EntityRef
 
 if TYPE_CHECKING:
@@ -66,6 +67,14 @@ _STATUS_CODES = {
     416: "range_not_satisfiable",
     429: "too_many_requests",
     503: "unavailable",
+}
+
+
+#: Headers on every answer (:meth:`GuardHandler.set_default_headers`).
+DEFAULT_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "frame-ancestors 'none'",
 }
 
 
@@ -126,9 +135,8 @@ class GuardHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
 
     def set_default_headers(self) -> None:
         """No caching of answers about access, no sniffing, no framing."""
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
+        for name, value in DEFAULT_HEADERS.items():
+            self.set_header(name, value)
 
     def write_json(self, value: Any, status: int = 200) -> None:
         """Send ``value`` as the JSON response body."""
@@ -172,6 +180,9 @@ class APIHandler(GuardHandler):
     #: :meth:`Ledger.expect`): once no request in progress still has a record to
     #: come, a batch is committed without waiting out ``Ledger.max_delay``.
     _expected: Expectation | None = None
+    #: The database's change version :meth:`caller_context` read, until a decision
+    #: uses it (see :meth:`decide`).
+    _context_version: Version = UNREAD
 
     def check_xsrf_cookie(self) -> None:
         """Token-only routes: cookies never authenticate, so there is nothing to forge."""
@@ -193,13 +204,16 @@ class APIHandler(GuardHandler):
             raise GuardError(503, "hub_unavailable", HubUnavailable.default_user_message) from None
         if not model:
             raise GuardError(401, "unauthenticated", "The token is not valid (or has expired).")
-        if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
+        self.caller, scoped = self.settings["nbguard_callers"].caller(model, token, self._scoped)
+        if not scoped:
             raise GuardError(
                 403, "forbidden", "This token may not use the nbguard service (missing scope)."
             )
-        self.caller = caller_from_model(model, token)
         if not self.caller.is_user:
             raise GuardError(403, "forbidden", "Only hub users act through this API.")
+
+    def _scoped(self, model: Mapping[str, Any]) -> bool:
+        return bool(self.hub_auth.check_scopes(self.hub_auth.access_scopes, model))
 
     def finish(self, chunk: Any = None) -> Any:
         """Answer; the request records nothing more, so stop announcing a record.
@@ -222,9 +236,14 @@ class APIHandler(GuardHandler):
             self._expected = None
 
     async def caller_context(self) -> CallerContext:
-        """The caller's context, from hub-zone facts (fails closed if the hub is down)."""
+        """The caller's context, from hub-zone facts (fails closed if the hub is down).
+
+        The database's change version read for it also serves the catalog check
+        of the next :meth:`decide` (one question instead of two per decision).
+        """
+        version = self._context_version = self.guard.db_changes.version()
         try:
-            return await self.guard.resolver.resolve(self.caller)
+            return await self.guard.resolver.resolve(self.caller, version=version)
         except NBGuardError as error:
             raise http_error(error) from error
 
@@ -236,8 +255,13 @@ class APIHandler(GuardHandler):
         Catalog changes another replica made are loaded first, so that no replica
         decides on a dataset's old sensitivity, or on one that is gone.
         """
+        # The version caller_context read serves the first decision only: one
+        # after this request committed something must look at the database again.
+        # (The catalog changes only through the dataset routes, which load it
+        # themselves after their commit.)
+        version, self._context_version = self._context_version, UNREAD
         try:
-            self.guard.sync_catalog()
+            self.guard.sync_catalog(version)
             return await self.guard.decider.decide(
                 who, action, resource, cell=self.cell(), expected=self._expected
             )

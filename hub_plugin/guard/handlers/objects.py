@@ -221,6 +221,7 @@ class ObjectHandler(CatalogHandler):
     def on_finish(self) -> None:
         """An upload the answer did not use (an error) is discarded."""
         self._discard_upload()
+        super().on_finish()
 
     def _discard_upload(self) -> None:
         upload, self._upload = self._upload, None

@@ -259,7 +259,9 @@ class MLflowHandlerBase(APIHandler):
         ref = EntityRef.from_cedar(item["uid"])
         try:
             self.guard.engine.upsert_entities([item])
-            _who, decision = await self.guard.decider.decide(who, action, ref, cell=self.cell())
+            _who, decision = await self.guard.decider.decide(
+                who, action, ref, cell=self.cell(), expected=self._expected
+            )
         except NBGuardError as error:
             raise self.fail(error) from None
         return decision

@@ -158,3 +158,28 @@ def test_standing_until_matches_standing(store: ElevationStore, clock: Clock) ->
     assert (found.elevation, list(found.locks)) == (elevation, locks)
     assert elevation.grant_ids == {grant_id}
     assert (found.read_at, found.until) == (clock.now, clock.now + 30)
+
+
+def test_cache_takes_a_version_read_before_the_call(
+    store: ElevationStore, replica: ElevationStore, watch: ChangeWatch
+) -> None:
+    """A version the caller read already stands for the watch's; a newer one sees new commits."""
+    cache = StandingCache(store, watch)
+    before = watch.version()
+    assert cache.standing("alice", version=before)[1] == []
+    lock = replica.lock(kind="user", value="alice", reason="test", by="root")
+    # Read before the lock: the answer may be the one of that moment (nothing newer).
+    assert cache.standing("alice", version=before)[1] == []
+    after = watch.version()
+    assert after != before
+    assert [found.id for found in cache.standing("alice", version=after)[1]] == [lock.id]
+
+
+def test_cache_without_a_version_reads_the_store(
+    store: ElevationStore, replica: ElevationStore, watch: ChangeWatch
+) -> None:
+    """version=None (no exact version known) never reuses an answer."""
+    cache = StandingCache(store, watch)
+    assert cache.standing("alice", version=None)[1] == []
+    lock = replica.lock(kind="user", value="alice", reason="test", by="root")
+    assert [found.id for found in cache.standing("alice", version=None)[1]] == [lock.id]

@@ -20,6 +20,7 @@ from traitlets import TraitError
 from nbguard.errors import ConfigError, LedgerError, LedgerIntegrityError, RecordValidationError
 from nbguard.ledger import Ledger
 from nbguard.ledger.keys import generate_key_pair, load_public_keys
+from nbguard.ledger.ledger import _Handover
 from nbguard.ledger.store import checkpoints_table, records_table
 from nbguard.ledger.witness import read_witness_file
 
@@ -447,3 +448,36 @@ def test_closed_ledger_refuses_appends(make_ledger: MakeLedger) -> None:
     ledger.close()
     with pytest.raises(LedgerError, match="closed"):
         ledger.append("access", access_body(1), actor="alice")
+
+
+def test_receipts_handed_over_together_wake_the_loop_once(
+    make_ledger: MakeLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Receipts that reach an event loop before it takes them cost it one wake-up, and
+    every waiter gets its own receipt."""
+    ledger = make_ledger()
+    pending = [ledger.append_nowait("access", access_body(i), actor="alice") for i in range(3)]
+    for one in pending:
+        one.result(timeout=30)
+
+    async def main() -> tuple[list[int], int]:
+        loop = asyncio.get_running_loop()
+        wakeups = [0]
+        original = loop.call_soon_threadsafe
+
+        def counting(callback: Callable[..., object], *args: object) -> asyncio.Handle:
+            wakeups[0] += 1
+            return original(callback, *args)
+
+        monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+        handover = _Handover(loop)
+        waiters = [loop.create_future() for _ in pending]
+        for waiter, one in zip(waiters, pending, strict=True):
+            handover.add(waiter, one)  # as the writer thread does, the loop busy meanwhile
+        receipts = await asyncio.gather(*waiters)
+        later = loop.create_future()
+        handover.add(later, pending[0])
+        await later
+        return [r.seq for r in receipts], wakeups[0]
+
+    assert asyncio.run(main()) == ([1, 2, 3], 2)

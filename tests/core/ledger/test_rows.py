@@ -88,3 +88,38 @@ def test_sqlite_parameter_limit_splits_a_batch(tmp_path: Path) -> None:
 def test_postgres_copy_inserts_every_row(postgres_url: str, count: int) -> None:
     """A batch of any size is copied whole into PostgreSQL, in sequence order, and verifies."""
     _append_in_one_batch(postgres_url, count)
+
+
+def test_a_failed_write_is_rolled_back_and_the_next_one_starts_afresh(tmp_path: Path) -> None:
+    """A transaction that fails midway leaves nothing behind, and later writes (on a new
+    connection) continue the chain from the last committed record."""
+    store = LedgerStore(f"sqlite:///{tmp_path / 'rows.db'}")
+    schemas = packaged_schemas()
+    record = prepare_record(schemas, "access", access_body(1), actor="alice", session=None)
+
+    def failing_signer(*_args: object) -> None:
+        raise RuntimeError("the signing key is gone")
+
+    try:
+        assert store.append([record])[0] == 1
+        with pytest.raises(RuntimeError, match="signing key"):
+            store.append([record, record], failing_signer)
+        first, hashes, _ = store.append([record])
+        assert (first, len(hashes)) == (2, 1)
+        report = verify_store(store, {}, allow_unsigned_tail=2)
+        assert (report.records, report.head) == (2, hashes[-1])
+    finally:
+        store.close()
+
+
+def test_closing_the_store_releases_its_writer_connection(tmp_path: Path) -> None:
+    """After close, no connection is left open: SQLite folds the WAL back into the file."""
+    path = tmp_path / "rows.db"
+    store = LedgerStore(f"sqlite:///{path}")
+    record = prepare_record(packaged_schemas(), "access", access_body(1), actor="a", session=None)
+    store.append([record])
+    assert Path(f"{path}-wal").exists()
+    store.close()
+    assert not Path(f"{path}-wal").exists()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM nbguard_ledger_records").fetchone() == (1,)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -220,3 +222,24 @@ async def test_no_request_leaves_a_ledger_record_announced(guard: Guard) -> None
     ]
     assert [a.status_code for a in answers] == [200, 400, 200, 401]
     assert guard.service.ledger.expected_appends == 0
+
+
+async def test_answers_carry_the_guard_headers_and_a_date(guard: Guard) -> None:
+    """Every answer, allowed, refused or unauthenticated, has the no-store, nosniff and
+    framing headers, JSON as its type, and an HTTP Date of now."""
+    client = await user_client(guard)
+    decision = {"action": "dataset.read", "resource": "dataset:sales"}
+    answers = [
+        await client.call("POST", "api/v1/decisions", json=decision),
+        await client.call("POST", "api/v1/decisions", json={"action": 3}),
+        await asyncio.to_thread(requests.get, guard.url("api/v1/me"), timeout=30),
+    ]
+    assert [a.status_code for a in answers] == [200, 400, 401]
+    for answer in answers:
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
+        date = parsedate_to_datetime(answer.headers["Date"])
+        assert answer.headers["Date"].endswith(" GMT")
+        assert abs(date.timestamp() - time.time()) < 120  # this hour, not a cached old one
