@@ -108,3 +108,42 @@ async def send_order(guard: GuardService, server: RunningServer, why: str) -> di
 def _failed(guard: GuardService, name: str, why: str, error: str) -> dict[str, Any]:
     guard.log.error("nbguard guard: could not interrupt %s's kernels (%s): %s", name, why, error)
     return {"server": name, "error": error}
+
+
+def ended_in_words(answer: dict[str, Any], asked: dict[str, Any]) -> str:
+    """What a lock, revocation or terminate did to running servers, for the admin's page.
+
+    ``answer`` is the API's (``stopped_servers``, ``interrupted_servers``); ``asked``
+    the options it was given. Empty when nothing was asked of running servers.
+    """
+    words: list[str] = []
+    stopped = [str(name) for name in answer.get("stopped_servers") or ()]
+    if stopped:
+        words.append(f"Stopped {_counted(len(stopped), 'server')}: {_names(stopped)}.")
+    elif asked.get("stop_servers"):
+        words.append("No running server to stop.")
+    outcomes = list(answer.get("interrupted_servers") or ())
+    obeyed = [o for o in outcomes if "error" not in o]
+    failed = [o for o in outcomes if "error" in o]
+    if obeyed:
+        kernels = sum(int(o.get("interrupted_kernels") or 0) for o in obeyed)
+        words.append(
+            f"Interrupted {_counted(kernels, 'running kernel')} "
+            f"on {_counted(len(obeyed), 'server')}."
+        )
+    if failed:
+        reasons = "; ".join(f"{o['server']}: {o['error']}" for o in failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        words.append(f"Could not interrupt {reasons}{more}. Stop the server to be sure.")
+    if asked.get("interrupt_kernels") and not asked.get("stop_servers") and not outcomes:
+        words.append("No running server to interrupt.")
+    return " ".join(words)
+
+
+def _counted(count: int, thing: str) -> str:
+    return f"{count} {thing}" + ("" if count == 1 else "s")
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:5])
+    return f"{shown} and {len(names) - 5} more" if len(names) > 5 else shown

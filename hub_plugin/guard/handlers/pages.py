@@ -46,7 +46,13 @@ from nbguard.hub_plugin.guard.handlers.sessions import (
     SessionTerminateHandler,
 )
 from nbguard.hub_plugin.guard.identity import caller_from_model
+from nbguard.hub_plugin.guard.server_orders import ended_in_words
 
+#: A signed cookie that carries what an action did to running servers (stopped,
+#: interrupted, unreachable) to the page the form returns to, once, for a minute:
+#: the words are the service's own, never taken from the URL.
+OUTCOME_COOKIE = "nbguard-outcome"
+OUTCOME_SECONDS = 60
 #: Form fields that are checkboxes (present: true).
 CHECKBOXES = frozenset({"stop_servers", "interrupt_kernels", "revoke_grants"})
 #: Optional form fields that an empty input leaves out (others are sent as typed).
@@ -155,8 +161,17 @@ class PageAuth(GuardHandler):
         )
 
     def notice(self) -> str:
-        """The words for ``?done=`` after an action (only the fixed ones)."""
-        return DONE.get(self.get_query_argument("done", ""), "")
+        """The words for ``?done=`` after an action (only the fixed ones), and what the
+        action did to running servers if it said so (see :data:`OUTCOME_COOKIE`)."""
+        done = DONE.get(self.get_query_argument("done", ""), "")
+        if self.get_cookie(OUTCOME_COOKIE) is None:
+            return done
+        path = self.guard.service_prefix
+        outcome = self.get_signed_cookie(OUTCOME_COOKIE, max_age_days=OUTCOME_SECONDS / 86400)
+        self.clear_cookie(OUTCOME_COOKIE, path=path)
+        if not done or outcome is None:
+            return done
+        return f"{done} {outcome.decode('utf-8', 'replace')}"
 
     def safe_next(self, value: str) -> str:
         """``value`` if it is a page of this service, else the first page."""
@@ -193,7 +208,19 @@ class PageAction(PageAuth):
         raise GuardError(405, "method_not_allowed", "Use the form on the page.")
 
     def write_json(self, value: Any, status: int = 200) -> None:
-        """Back to the page the form was on, saying it is done."""
+        """Back to the page the form was on, saying it is done (and what it did to
+        running servers, if anything)."""
+        outcome = ended_in_words(value, self.json_body()) if isinstance(value, dict) else ""
+        if outcome:
+            self.set_signed_cookie(
+                OUTCOME_COOKIE,
+                outcome[:1024],
+                expires_days=None,
+                path=self.guard.service_prefix,
+                httponly=True,
+                samesite="Strict",
+                secure=self.request.protocol == "https",
+            )
         back = self.safe_next(self.get_body_argument("next", ""))
         separator = "&" if "?" in back else "?"
         self.redirect(f"{back}{separator}{urlencode({'done': self.done})}", status=303)

@@ -212,6 +212,58 @@ async def test_an_admin_locks_and_lifts_from_the_page(guard: Guard) -> None:
     assert allowed.json()["allowed"] is True
 
 
+async def lock_with(guard: Guard, user: str, option: str) -> tuple[Browser, Page, Client, str]:
+    """A new admin locks ``user`` from the locks page with the checkbox ``option`` ticked:
+    the admin's browser, the page the form led to, the admin's API client, the lock id."""
+    dave, admin = await page_for(guard, "admin")
+    page = await open_page(guard, dave, "locks")
+    form = {"kind": "user", "value": user, "reason": "phished", "until": "", option: "on"}
+    locked = await submit(guard, dave, page, "actions/locks", **form)
+    assert locked.status == 200, locked.text
+    found = re.search(r'data-lock="([^"]+)">\s*<td>user <code>' + re.escape(user), locked.text)
+    assert found, locked.text
+    return dave, locked, admin, found.group(1)
+
+
+async def test_the_lock_page_says_what_became_of_running_servers(guard: Guard) -> None:
+    """Locking with "interrupt kernels" names the server that could not take the order
+    (JupyterHub's mock server is not nbguard's), once; a forged outcome cookie is ignored.
+    (A real server obeying: tests/hub_plugin/e2e/test_interrupt_story.py.)"""
+    alice = await server_client(guard)
+    dave, locked, admin, lock_id = await lock_with(guard, alice.name, "interrupt_kernels")
+    try:
+        notice = re.search(r'id="nbguard-notice"[^>]*>([^<]*)<', locked.text)
+        assert notice, locked.text
+        assert notice.group(1).startswith("The lock is in force. Could not interrupt ")
+        assert f"{alice.name}: the server answered HTTP 4" in notice.group(1)
+        assert "Stop the server to be sure." in notice.group(1)
+        assert guard.hub.users[alice.name].spawner.active
+        # Shown once: the same page again says only that the lock is in force.
+        again = await dave.get(locked.url)
+        assert "The lock is in force." in again.text
+        assert "Could not interrupt" not in again.text
+        # Words are never taken from a cookie the service did not sign.
+        cookie_path = urlparse(guard.url("")).path
+        dave.session.cookies.set("nbguard-outcome", "Interrupted 99 kernels.", path=cookie_path)
+        forged = await dave.get(locked.url)
+        assert forged.status == 200, forged.text
+        assert "99 kernels" not in forged.text
+        assert "The lock is in force." in forged.text
+    finally:
+        await admin.call("DELETE", f"api/v1/locks/{lock_id}")
+
+
+async def test_stopping_servers_from_the_lock_page_names_them(guard: Guard) -> None:
+    """ "Stop servers" on the lock form stops the user's server, and the page says which."""
+    alice = await server_client(guard)
+    _dave, locked, admin, lock_id = await lock_with(guard, alice.name, "stop_servers")
+    try:
+        assert f"The lock is in force. Stopped 1 server: {alice.name}/." in locked.text
+        assert not guard.hub.users[alice.name].spawner.active
+    finally:
+        await admin.call("DELETE", f"api/v1/locks/{lock_id}")
+
+
 async def test_a_bad_lock_form_gets_a_clear_error_page(guard: Guard) -> None:
     """A lock end without a zone is refused with words, and nothing is locked."""
     dave, admin_api = await page_for(guard, "admin")
