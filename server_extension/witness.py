@@ -19,8 +19,11 @@ It is also where an open websocket learns that execution stopped being allowed:
 the Authorizer checks ``jupyter.kernel_execute`` when the websocket opens, and
 an ``execute_request`` arriving later is forwarded only while the server's
 cached entitlement (kept current in the background) still allows execution.
-Otherwise it is dropped, unrun, and the websocket is closed with 1008 (policy
-violation); reconnecting meets the Authorizer again.
+Otherwise it is dropped, unrun: the browser gets, for that request, an
+``error`` (``NBGuardRefused``, with the reason) on ``iopub``, an ``error``
+``execute_reply`` and an ``idle`` status, so the cell shows why and is not left
+queued; then the websocket is closed with 1008 (policy violation), and
+reconnecting meets the Authorizer again.
 
 It cannot see code that reaches the kernel by any other way: a user's own
 process talking to the kernel's ZMQ ports, comm messages that run code in a
@@ -34,9 +37,11 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from jupyter_client.jsonutil import json_default
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
     deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 
@@ -46,6 +51,13 @@ if TYPE_CHECKING:
     from nbguard.server_extension.shipper import WitnessShipper
 
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+#: What a refused cell shows (``ename`` and ``evalue`` of its error).
+REFUSED_NAME = "NBGuardRefused"
+REFUSED_WORDS = (
+    "nbguard: this cell was not run: execution is no longer allowed in this server "
+    "(a lock, a revoked grant or an expired login). See the nbguard panel for why; "
+    "once allowed again, reconnect to the kernel or reload the page."
+)
 #: Channels on which a kernel runs an ``execute_request``.
 EXECUTING_CHANNELS = ("shell", "control")
 # The ids the guard accepts (docs/user-zone.md); fullmatch, so no trailing newline.
@@ -91,7 +103,7 @@ class WitnessConnection(ZMQChannelsWebsocketConnection):
         except Exception:  # not ours to judge: jupyter-server refuses what it cannot read
             parts = None
         if parts is not None and parts[0] in EXECUTING_CHANNELS and not self.may_execute():
-            self.refuse_execution()
+            self.refuse_execution(parts[0], parts[1])
             return
         super().handle_incoming_message(incoming_msg)
         if parts is None:
@@ -107,14 +119,33 @@ class WitnessConnection(ZMQChannelsWebsocketConnection):
         cache = getattr(extension, "entitlements", None)
         return cache is not None and bool(cache.allows_now(KERNEL_EXECUTE))
 
-    def refuse_execution(self) -> None:
-        """Drop the request unrun and close the websocket: execution is no longer allowed."""
+    def refuse_execution(self, channel: str, header: dict[str, Any]) -> None:
+        """Drop the request unrun, tell the browser why (as the kernel would answer a
+        failed cell), and close the websocket: execution is no longer allowed."""
         self.log.warning(
             "nbguard | kernel %s: an execution request was refused (the entitlement no "
             "longer allows execution); closing its websocket",
             self.kernel_id,
         )
+        error = {"ename": REFUSED_NAME, "evalue": REFUSED_WORDS, "traceback": [REFUSED_WORDS]}
+        answers = (
+            ("iopub", "error", error),
+            (channel, "execute_reply", {"status": "error", "execution_count": None, **error}),
+            ("iopub", "status", {"execution_state": "idle"}),
+        )
+        try:
+            for to, msg_type, content in answers:
+                self.send_to_browser(to, self.session.msg(msg_type, content, parent=header))
+        except Exception:  # the websocket may be closing already; it is closed below anyway
+            self.log.warning("nbguard | could not tell the browser why a cell was refused")
         self.websocket_handler.close(1008, "nbguard: execution is no longer allowed here")
+
+    def send_to_browser(self, channel: str, msg: dict[str, Any]) -> None:
+        """Write ``msg`` to the browser on ``channel``, in the websocket's protocol."""
+        if self.subprotocol == V1_PROTOCOL:
+            self.write_message(serialize_msg_to_ws_v1(msg, channel, self.session.pack), binary=True)
+        else:
+            self.write_message(json.dumps({**msg, "channel": channel}, default=json_default))
 
     def witness(
         self, parts: tuple[str, dict[str, Any], Any, Any], open_channels: tuple[str, ...]

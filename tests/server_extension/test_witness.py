@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -271,6 +272,7 @@ class TestLockedWhileConnected:
         }
 
     @pytest.mark.parametrize("guard_server", ["admin"], indirect=True)
+    @pytest.mark.parametrize("binary", [False, True], ids=["json", "v1"])
     async def test_an_open_websocket_stops_executing_once_the_user_is_locked(
         self,
         jp_fetch: Fetch,
@@ -278,22 +280,42 @@ class TestLockedWhileConnected:
         jp_serverapp: Any,
         guard_process: GuardProcess,
         guard_server: SpawnedServer,
+        binary: bool,
+        tmp_path: Path,
     ) -> None:
-        """After a lock, the next execute_request is dropped unrun and the websocket closes
-        with 1008; reconnecting is refused by the Authorizer."""
-        kernel = await open_kernel(jp_fetch, jp_ws_fetch, binary=False)
+        """After a lock, the next execute_request is dropped unrun: the browser is told why
+        (an NBGuardRefused error, an error reply, idle, as for a failed cell, so the cell is
+        not left queued) and the websocket closes with 1008; reconnecting is refused by the
+        Authorizer."""
+        kernel = await open_kernel(jp_fetch, jp_ws_fetch, binary=binary)
         before = await kernel.run("x = 1")
         cache = jp_serverapp.web_app.settings["nbguard"].entitlements
         lock_id = guard_process.lock(guard_server.name)
+        witness_file = tmp_path / "after-lock"
         try:
             await eventually(lambda: not cache.allows_now("jupyter.kernel_execute"))
-            refused = kernel.message("open('/tmp/after-lock', 'w')")
+            refused = kernel.message(f"open({str(witness_file)!r}, 'w')")
             await kernel.send(refused)
-            replies = []
-            while (raw := await kernel.socket.read_message()) is not None:
-                replies.append(json.loads(raw)["parent_header"].get("msg_id"))
+            answers = []
+            while True:
+                try:
+                    channel, header, parent, content = await kernel.receive()
+                except AssertionError:  # closed
+                    break
+                if parent.get("msg_id") == refused["header"]["msg_id"]:
+                    answers.append((channel, header["msg_type"], content))
             assert kernel.socket.close_code == 1008
-            assert refused["header"]["msg_id"] not in replies
+            assert [(channel, kind) for channel, kind, _ in answers] == [
+                ("iopub", "error"),
+                ("shell", "execute_reply"),
+                ("iopub", "status"),
+            ]
+            error, reply, status = (content for _, _, content in answers)
+            assert error["ename"] == "NBGuardRefused"
+            assert "no longer allowed" in error["evalue"]
+            assert (reply["status"], reply["ename"]) == ("error", "NBGuardRefused")
+            assert status == {"execution_state": "idle"}
+            assert not witness_file.exists()
             records = await all_witnessed(guard_process, guard_server.name, kernel.kernel_id, 1)
             assert [r["msg_id"] for r in records] == [before["header"]["msg_id"]]
             with pytest.raises(HTTPClientError) as error:

@@ -5,7 +5,8 @@ Alice signs in with TOTP, spawns and starts a cell that runs for a minute; dave
 now" ticked; her cell ends with ``KeyboardInterrupt`` long before it would have
 finished, the server and the guard log the one kernel interrupted, and the lock
 is in the ledger. Alice, still locked, may not lift it herself; her next cell is
-not run, and JupyterLab says so. Dave lifts the lock and her next cell runs.
+not run, and the cell and nbguard's panel say why. Dave lifts the lock and her
+next cell runs.
 
 Everything is real and nothing is mocked: ``nbguard demo`` with the packaged
 config and the user zone on (``user_zone_hub_config.py``), so JupyterHub, its
@@ -107,7 +108,9 @@ def test_a_lock_interrupts_the_running_cell_and_refuses_the_next(
     form.locator("#lock-interrupt").check()
     locked_at = time.monotonic()
     form.get_by_role("button", name="Lock").click()
-    expect(dave.page.locator("#nbguard-notice")).to_have_text("The lock is in force.")
+    expect(dave.page.locator("#nbguard-notice")).to_have_text(
+        "The lock is in force. Interrupted 1 running kernel on 1 server."
+    )
     lock = dave.page.locator("#nbguard-locks tr[data-lock]", has_text="alice")
     expect(lock).to_contain_text(REASON)
     expect(lock).to_contain_text("dave")
@@ -147,8 +150,8 @@ def test_a_lock_interrupts_the_running_cell_and_refuses_the_next(
     lifted = alice.context.request.delete(f"{GUARD}api/v1/locks/{lock_id}")
     assert lifted.status in (401, 403), lifted.status
 
-    # Still locked, her next cell is dropped unrun by her server (which closes the kernel
-    # websocket), and nbguard's panel in JupyterLab says why.
+    # Still locked, her next cell is dropped unrun by her server, which tells the cell why
+    # and closes the kernel websocket; nbguard's panel in JupyterLab says she is locked.
     refused = start_cell(alice.page, "print('ran while locked')", 1)
     wait_for(
         lambda: "an execution request was refused" in lock_hub.log.read_text(errors="replace"),
@@ -157,8 +160,11 @@ def test_a_lock_interrupts_the_running_cell_and_refuses_the_next(
     panel = open_nbguard_panel(alice.page)
     panel.locator(".jp-nbguard-refresh").click()
     expect(panel.get_by_role("alert").first).to_have_text(LOCKED_NOTE)
-    expect(refused.locator(".jp-InputPrompt")).to_have_text("[*]:")
-    expect(refused.locator(".jp-OutputArea")).to_have_text("")
+    expect(refused.locator(".jp-OutputArea")).to_contain_text(
+        "nbguard: this cell was not run: execution is no longer allowed"
+    )
+    expect(refused.locator(".jp-OutputArea")).not_to_contain_text("ran while locked")
+    expect(refused.locator(".jp-InputPrompt")).not_to_have_text("[*]:")
     alice.keep_screenshot("interrupt-3-refused")
 
     # Dave lifts the lock; the panel stops saying she is locked. The demo's proxy does not
