@@ -487,7 +487,11 @@ class GuardService(MLflowSettings, Application):  # type: ignore[misc]
                 component.close()
 
     async def aclose(self) -> None:
-        """:meth:`close`, after closing the connections to the model registry."""
+        """:meth:`close`, with the connections to the model registry closed once no new
+        request can arrive (so none opens them again)."""
+        server = getattr(self, "http_server", None)
+        if server is not None:
+            server.stop()
         gateway = getattr(self, "mlflow", None)
         if gateway is not None:
             await gateway.upstream.aclose()

@@ -326,9 +326,24 @@ def test_denied_cell_raises_a_notification(page: Page, lab: LabServer) -> None:
 
 
 def run_cell(cells: Locator, page: Page, code: str) -> None:
-    """Type ``code`` into the notebook's first cell and run it."""
-    cells.locator(".jp-Cell").first.locator(".cm-content").click()
-    page.keyboard.type(code)
+    """Type ``code`` into the notebook's first cell and run it.
+
+    Keys typed before the new notebook's editor takes focus are lost (seen under CI
+    load: the cell stayed empty), so the typing is checked, and redone whole, before
+    the cell is run.
+    """
+    editor = cells.locator(".jp-Cell").first.locator(".cm-content")
+    for _ in range(3):
+        editor.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.type(code)
+        try:
+            expect(editor).to_contain_text(code.splitlines()[-1], timeout=5_000)
+            break
+        except AssertionError:
+            continue
+    else:
+        raise AssertionError(f"could not type into the notebook's first cell: {code!r}")
     page.keyboard.press("Shift+Enter")
 
 

@@ -112,9 +112,11 @@ class MLflowUpstream:
         self._authorization = authorization
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     async def aclose(self) -> None:
-        """Close the pool's connections."""
+        """Close the pool's connections; later calls fail as the upstream being down."""
+        self._closed = True
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -134,6 +136,9 @@ class MLflowUpstream:
         """The session, made on first use in the service's event loop."""
         import aiohttp
 
+        if self._closed:
+            # A request that outlived the service's shutdown: no new pool for it to leak.
+            raise UpstreamUnavailable("the guard service is shutting down")
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=_POOL_SIZE, keepalive_timeout=_IDLE_SECONDS),

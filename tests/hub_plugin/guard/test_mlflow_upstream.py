@@ -132,3 +132,16 @@ async def test_a_failing_tracking_server_is_unavailable(tracking: str, status: i
             await upstream.call("GET", "api/2.0/mlflow/registered-models/search")
     finally:
         await upstream.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_call_after_close_opens_no_new_pool(tracking: str) -> None:
+    """A request that outlives the service's shutdown fails as the upstream being down and
+    leaves no connection pool behind to leak (an unclosed aiohttp session)."""
+    upstream = MLflowUpstream(tracking, timeout=5)
+    assert (await upstream.call("GET", "api/2.0/mlflow/registered-models/search")).ok
+    await upstream.aclose()
+    with pytest.raises(UpstreamUnavailable, match="shutting down"):
+        await upstream.call("GET", "api/2.0/mlflow/registered-models/search")
+    assert upstream._session is None
+    assert len(Recorder.seen) == 1
