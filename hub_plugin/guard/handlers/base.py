@@ -70,14 +70,6 @@ _STATUS_CODES = {
 }
 
 
-#: Headers on every answer (:meth:`GuardHandler.set_default_headers`).
-DEFAULT_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "frame-ancestors 'none'",
-}
-
-
 class GuardError(web.HTTPError):
     """An HTTP error with a stable code and extra JSON fields for the body."""
 
@@ -135,8 +127,9 @@ class GuardHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
 
     def set_default_headers(self) -> None:
         """No caching of answers about access, no sniffing, no framing."""
-        for name, value in DEFAULT_HEADERS.items():
-            self.set_header(name, value)
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
 
     def write_json(self, value: Any, status: int = 200) -> None:
         """Send ``value`` as the JSON response body."""

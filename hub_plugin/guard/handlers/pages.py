@@ -210,7 +210,9 @@ class PageAction(PageAuth):
     def write_json(self, value: Any, status: int = 200) -> None:
         """Back to the page the form was on, saying it is done (and what it did to
         running servers, if anything)."""
-        outcome = ended_in_words(value, self.json_body()) if isinstance(value, dict) else ""
+        # The options the form ticked, from its fields (not the body parsed again).
+        ticked = {name: True for name in CHECKBOXES if name in self.request.body_arguments}
+        outcome = ended_in_words(value, ticked) if isinstance(value, dict) else ""
         if outcome:
             self.set_signed_cookie(
                 OUTCOME_COOKIE,
